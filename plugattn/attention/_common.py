@@ -1,0 +1,38 @@
+"""Small pieces more than one attention module uses."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from plugattn._checks import check_float, check_int
+
+
+def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
+    """ECA's adaptive kernel size for a 1-D conv across ``channels`` (ECA-Net Eq. 12, HAM Eq. 6).
+
+    ``t = int(|(log2(C) + b) / gamma|)``; ``k = t`` if ``t`` is odd else ``t + 1`` (ECA's integer rule:
+    k = 3 for C in 16..64, 5 for 128..1024, 7 for 2048 with gamma=2, b=1).
+    """
+    check_int("channels", channels, minimum=1)
+    check_float("gamma", gamma, low=0, low_open=True)
+    check_float("b", b)
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return t if t % 2 == 1 else t + 1
+
+
+class GateHolder(nn.Module):
+    """A parameter-free holder for a ``gate`` submodule.
+
+    Lets a module whose state-dict layout is fixed by a reference (SCSA) still expose its gates under
+    the house names ``spatial.gate`` and ``channel.gate``: a holder adds no state-dict keys.
+    """
+
+    def __init__(self, gate: nn.Module) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(x)

@@ -1,0 +1,209 @@
+"""SCSA — Spatial and Channel Synergistic Attention.
+
+Y. Si, H. Xu, X. Zhu, W. Zhang, Y. Dong, Y. Chen, H. Li, "SCSA: Exploring the Synergistic Effects
+Between Spatial and Channel Attention", arXiv 2407.05128 (Neurocomputing 2025).
+https://arxiv.org/abs/2407.05128 — authors' code: https://github.com/HZAI-ZJNU/SCSA
+
+Implemented as ``spec/scsa.md`` of this project says: the same function and the same state-dict keys
+as the authors' module, so their checkpoints load and give the same outputs, with their bugs fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plugattn._checks import check_choice, check_divisible, check_float, check_int
+from plugattn.attention._common import GateHolder
+from plugattn.attention.registry import register_attention
+
+__all__ = ["SCSA"]
+
+_DOWN_SAMPLE_MODES = ("avg_pool", "max_pool")
+_GATE_LAYERS = ("sigmoid", "softmax")
+_CONV_NAMES = ("local_dwc", "global_dwc_s", "global_dwc_m", "global_dwc_l")
+
+
+@register_attention("scsa", paper="Si et al., arXiv 2407.05128, SCSA", position="before_last_conv")
+class SCSA(nn.Module):
+    r"""Spatial and Channel Synergistic Attention: SMSA guiding PCSA.
+
+    With ``x`` of shape ``(B, C, H, W)`` and ``G = C / 4``:
+
+    SMSA (shareable multi-semantic spatial attention):
+
+    * (1) ``x_h = mean_W(x)`` ``(B, C, H)``; ``x_w = mean_H(x)`` ``(B, C, W)``.
+    * (2) channel group ``i`` of both goes through its own depthwise ``Conv1d(G, G, k_i)``,
+      ``k = (3, 5, 7, 9)``; the same four convs serve the H and the W sequences.
+    * (3) ``a_h = σ(GN_h(concat_i ...))`` ``(B, C, H, 1)``, ``a_w = σ(GN_w(...))`` ``(B, C, 1, W)``,
+      ``GroupNorm(4, C)`` each.
+    * (4) ``x_s = x · a_h · a_w``.
+
+    PCSA (progressive channel-wise self-attention), on ``x_s``:
+
+    * (5) ``y = Pool_{w×w, stride w}(x_s)``, ``N = h'·w'`` (``window_size=-1``: global average).
+    * (6) ``y = GN(y)``, ``GroupNorm(1, C)``.
+    * (7) ``q, k, v`` = depthwise 1×1 convs of ``y`` (per-channel scales).
+    * (8) per head, channels are the tokens: ``attn = softmax(q kᵀ · (C/heads)^-½)``, then dropout.
+    * (9) ``a_c = σ(mean_N(attn · v))`` ``(B, C, 1, 1)`` (computed as ``attn · mean_N(v)``, equal since
+      the mean is linear).
+    * (10) output ``a_c · x_s``.
+
+    ``gate_layer='softmax'`` replaces the spatial sigmoid by a softmax over positions and the channel
+    sigmoid by a softmax over channels (as the reference supports).
+
+    Args:
+        channels: input channels C, a multiple of 4 and of ``head_num``.
+        head_num: attention heads of PCSA (default 1, as every official config).
+        window_size: pooling window of PCSA (default 7); ``-1`` pools globally.
+        group_kernel_sizes: the four odd kernel sizes of SMSA's depthwise convs (default (3, 5, 7, 9)).
+        qkv_bias: biases on q, k, v (default False).
+        down_sample_mode: ``'avg_pool'`` (default) or ``'max_pool'``.
+        attn_drop_ratio: dropout on the attention matrix (default 0; the ResNet-101 config uses 0.1).
+        gate_layer: ``'sigmoid'`` (default) or ``'softmax'``.
+        device, dtype: factory keywords, as torch layers take them.
+
+    State-dict keys equal the reference's: ``local_dwc.*``, ``global_dwc_{s,m,l}.*``, ``norm_h.*``,
+    ``norm_w.*``, ``norm.*``, ``{q,k,v}.weight`` (+ biases with ``qkv_bias``): 16·C parameters with the
+    defaults. Gates: ``spatial.gate`` fires twice per forward (``a_h`` then ``a_w``, before the
+    unsqueeze), ``channel.gate`` once (``a_c``).
+
+    Differences from the reference code (none change its function where it runs):
+        * Maps smaller than the window are pooled with ``min(window_size, H) × min(window_size, W)``
+          instead of crashing ("Output size is too small"); equal to the reference wherever it runs.
+        * ``channels % 4``, ``channels % head_num``, unknown ``down_sample_mode``/``gate_layer`` and
+          the unimplemented ``'recombination'`` mode raise ``ValueError`` at construction.
+        * The four SMSA convs run as one depthwise conv whose kernel zero-pads each group's kernel to
+          the largest, over both directions in one call (same function, fewer kernel launches).
+        * ``window_size=-1`` pools globally by average whatever ``down_sample_mode`` says, as the
+          reference does.
+        * The reference's unused ``fuse_bn``, ``norm_cfg`` and ``act_cfg`` arguments are not taken.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        head_num: int = 1,
+        window_size: int = 7,
+        group_kernel_sizes: Sequence[int] = (3, 5, 7, 9),
+        qkv_bias: bool = False,
+        down_sample_mode: str = "avg_pool",
+        attn_drop_ratio: float = 0.0,
+        gate_layer: str = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_int("channels", channels, minimum=4)
+        check_divisible("channels", channels, 4, "the number of SMSA groups")
+        check_int("head_num", head_num, minimum=1)
+        check_divisible("channels", channels, head_num, "head_num")
+        check_int("window_size", window_size, minimum=-1)
+        if window_size == 0:
+            raise ValueError("window_size must be a positive window or -1 (global pooling), got 0")
+        if isinstance(group_kernel_sizes, (str, bytes)) or len(group_kernel_sizes) != 4:
+            raise ValueError(
+                f"group_kernel_sizes must be a sequence of 4 odd kernel sizes, got {group_kernel_sizes!r}"
+            )
+        for i, k in enumerate(group_kernel_sizes):
+            check_int(f"group_kernel_sizes[{i}]", k, minimum=1, odd=True)
+        if not isinstance(qkv_bias, bool):
+            raise ValueError(f"qkv_bias must be True or False, got {qkv_bias!r}")
+        if down_sample_mode == "recombination":
+            raise ValueError(
+                "down_sample_mode='recombination' is not supported (the reference crashes on it at "
+                "construction); use 'avg_pool' or 'max_pool'"
+            )
+        check_choice("down_sample_mode", down_sample_mode, _DOWN_SAMPLE_MODES)
+        check_float("attn_drop_ratio", attn_drop_ratio, low=0, high=1, high_open=True)
+        check_choice("gate_layer", gate_layer, _GATE_LAYERS)
+
+        factory = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.head_num = head_num
+        self.head_dim = channels // head_num
+        self.scaler = self.head_dim**-0.5
+        self.window_size = window_size
+        self.group_kernel_sizes = tuple(group_kernel_sizes)
+        self.down_sample_mode = down_sample_mode
+        self.gate_layer = gate_layer
+        self.group_chans = g = channels // 4
+
+        for name, k in zip(_CONV_NAMES, self.group_kernel_sizes, strict=True):
+            self.add_module(name, nn.Conv1d(g, g, k, padding=k // 2, groups=g, **factory))
+        self.norm_h = nn.GroupNorm(4, channels, **factory)
+        self.norm_w = nn.GroupNorm(4, channels, **factory)
+        self.norm = nn.GroupNorm(1, channels, **factory)
+        self.q = nn.Conv2d(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
+        self.k = nn.Conv2d(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
+        self.v = nn.Conv2d(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
+        self.attn_drop = nn.Dropout(attn_drop_ratio)
+        softmax = gate_layer == "softmax"
+        # Spatial gate over positions (dim 2 of (B, C, L)); channel gate over channels.
+        self.spatial = GateHolder(nn.Softmax(dim=2) if softmax else nn.Sigmoid())
+        self.channel = GateHolder(nn.Softmax(dim=1) if softmax else nn.Sigmoid())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference backbones' init: q/k/v Kaiming-normal (fan_out, ReLU), GroupNorm 1/0."""
+        for conv in (self.q, self.k, self.v):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        for norm in (self.norm_h, self.norm_w, self.norm):
+            nn.init.ones_(norm.weight)
+            nn.init.zeros_(norm.bias)
+
+    def _smsa_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The four group convs as one depthwise kernel ``(C, 1, k_max)`` and bias ``(C,)``."""
+        k_max = max(self.group_kernel_sizes)
+        weights, biases = [], []
+        for name in _CONV_NAMES:
+            conv = getattr(self, name)
+            pad = (k_max - conv.kernel_size[0]) // 2
+            weights.append(F.pad(conv.weight, (pad, pad)))  # (G, 1, k_max), centred
+            biases.append(conv.bias)
+        return torch.cat(weights), torch.cat(biases)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        # --- SMSA ---
+        weight, bias = self._smsa_kernel()
+        pad = weight.shape[-1] // 2
+        # Both directions in one call: [x_h | pad zeros | x_w]; the gap of `pad` zeros is exactly the
+        # zero padding each sequence would get alone, so the two never see each other.
+        gap = x.new_zeros(b, c, pad)
+        seq = torch.cat((x.mean(dim=3), gap, x.mean(dim=2)), dim=2)  # (B, C, H + pad + W)
+        s = F.conv1d(seq, weight, bias, padding=pad, groups=c)  # (B, C, H + pad + W)
+        a_h = self.spatial.gate(self.norm_h(s[:, :, :h])).unsqueeze(3)  # (B, C, H, 1)
+        a_w = self.spatial.gate(self.norm_w(s[:, :, h + pad :])).unsqueeze(2)  # (B, C, 1, W)
+        x = x * a_h * a_w  # x_s
+
+        # --- PCSA ---
+        if self.window_size == -1:
+            y = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        else:
+            # The largest window that fits: equals the reference wherever the reference runs.
+            window = (min(self.window_size, h), min(self.window_size, w))
+            pool = F.avg_pool2d if self.down_sample_mode == "avg_pool" else F.max_pool2d
+            y = pool(x, window, window)  # (B, C, h', w')
+        y = self.norm(y)
+        n = y.shape[2] * y.shape[3]
+        shape = (b, self.head_num, self.head_dim, n)
+        q = self.q(y).reshape(shape)  # (B, heads, C/heads, N): channels are the tokens
+        k = self.k(y).reshape(shape)
+        v = self.v(y).mean(dim=(2, 3)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
+        attn = (q @ k.transpose(-2, -1)) * self.scaler  # (B, heads, C/heads, C/heads)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        a_c = self.channel.gate((attn @ v).reshape(b, c, 1, 1))  # (B, C, 1, 1)
+        return x * a_c
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, head_num={self.head_num}, window_size={self.window_size}, "
+            f"down_sample_mode={self.down_sample_mode!r}, gate_layer={self.gate_layer!r}"
+        )
