@@ -36,3 +36,20 @@ class GateHolder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gate(x)
+
+
+def reduced_channels(
+    channels: int, rd_ratio: float, rd_channels: int | None = None, *, min_channels: int = 1
+) -> int:
+    """The one rounding rule for reduced (bottleneck) widths in plugattn.
+
+    ``rd_channels`` if given, else ``max(min_channels, floor(channels * rd_ratio))`` — the papers'
+    ``C // r``: SE at 16 channels with ratio 1/16 has 1 hidden unit, as in the SE and HAM papers. (timm
+    rounds up to a multiple of 8, which silently turns a 16× reduction into 2× at CIFAR widths.)
+    """
+    check_int("channels", channels, minimum=1)
+    if rd_channels is not None:
+        return check_int("rd_channels", rd_channels, minimum=1)
+    check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
+    # The epsilon keeps ratios such as 1/3 from flooring 48 * (1/3) = 15.999... down to 15.
+    return max(min_channels, int(channels * rd_ratio + 1e-9))
