@@ -1,7 +1,13 @@
 """Attention modules, one file each, and the registry they enrol in by being imported here."""
 
+from plugattn.attention.ca import CoordAtt
+from plugattn.attention.cbam import CBAM
+from plugattn.attention.eca import ECA
+from plugattn.attention.ema import EMA
+from plugattn.attention.gc import GlobalContext
 from plugattn.attention.ham import HAM
 from plugattn.attention.maps import capture_attention_maps, gate_modules
+from plugattn.attention.rcca import CrissCross
 from plugattn.attention.registry import (
     AttentionEntry,
     attention_entry,
@@ -9,17 +15,25 @@ from plugattn.attention.registry import (
     list_attention,
     register_attention,
 )
+from plugattn.attention.sa import ShuffleAttention
 from plugattn.attention.scsa import SCSA
-
-# baselines-a imports
-
-# baselines-b imports
+from plugattn.attention.se import SE
+from plugattn.attention.simam import SimAM
+from plugattn.attention.triplet import TripletAttention
 
 __all__ = [
     "HAM",
     "SCSA",
-    # baselines-a exports
-    # baselines-b exports
+    "CBAM",
+    "ECA",
+    "SE",
+    "CoordAtt",
+    "SimAM",
+    "EMA",
+    "CrissCross",
+    "GlobalContext",
+    "ShuffleAttention",
+    "TripletAttention",
     "AttentionEntry",
     "attention_entry",
     "capture_attention_maps",

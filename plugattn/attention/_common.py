@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -53,3 +54,27 @@ def reduced_channels(
     check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
     # The epsilon keeps ratios such as 1/3 from flooring 48 * (1/3) = 15.999... down to 15.
     return max(min_channels, int(channels * rd_ratio + 1e-9))
+
+
+LayerFactory = type[nn.Module] | Callable[[], nn.Module]
+
+
+def make_layer(name: str, layer: LayerFactory) -> nn.Module:
+    """Build a parameter-free layer (activation or gate) from a module class or a zero-argument factory.
+
+    Raises ``ValueError`` naming ``name`` when ``layer`` is a module instance (one instance would be
+    shared, and ``gate`` hooks would fire for every user), not callable, or does not return a module.
+    """
+    if isinstance(layer, nn.Module):
+        raise ValueError(
+            f"{name} must be an nn.Module class or a factory returning a module, not an instance "
+            f"({type(layer).__name__}); pass {type(layer).__name__} itself"
+        )
+    if isinstance(layer, type) and not issubclass(layer, nn.Module):
+        raise ValueError(f"{name} must be an nn.Module class or a factory returning a module, got {layer!r}")
+    if not callable(layer):
+        raise ValueError(f"{name} must be an nn.Module class or a factory returning a module, got {layer!r}")
+    module = layer()
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{name}={layer!r} returned {type(module).__name__}, not an nn.Module")
+    return module

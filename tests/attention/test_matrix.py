@@ -167,7 +167,8 @@ def test_channels_last_parity(name, channels):
     y = m(x)
     m_cl = copy.deepcopy(m).to(memory_format=torch.channels_last)
     y_cl = m_cl(x.to(memory_format=torch.channels_last))
-    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-6)
+    # Another memory layout sums in another order: allow float32 rounding at the output's scale.
+    torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-5 * max(1.0, y.abs().max().item()))
 
 
 def _compile_parity(name: str, channels: int, backend: str) -> None:

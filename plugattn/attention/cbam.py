@@ -1,0 +1,142 @@
+"""CBAM — Convolutional Block Attention Module.
+
+S. Woo, J. Park, J.-Y. Lee, I. S. Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018.
+https://arxiv.org/abs/1807.06521 — authors' code: https://github.com/Jongchan/attention-module
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from plugattn._checks import check_float, check_int
+from plugattn.attention._common import LayerFactory, make_layer, reduced_channels
+from plugattn.attention.registry import register_attention
+
+__all__ = ["CBAM", "CBAMChannel", "CBAMSpatial"]
+
+
+class CBAMChannel(nn.Module):
+    """CBAM's channel submodule: one MLP shared by the avg- and the max-pooled descriptor, summed.
+
+    ``forward`` returns the channel map ``M_c`` of shape ``(B, C, 1, 1)``; the caller rescales.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        *,
+        act_layer: LayerFactory = nn.ReLU,
+        gate_layer: LayerFactory = nn.Sigmoid,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True, **factory)
+        self.act = make_layer("act_layer", act_layer)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True, **factory)
+        self.gate = make_layer("gate_layer", gate_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Both descriptors through the shared MLP in one call, stacked along the batch.
+        z = torch.cat((x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)))  # (2B,C,1,1)
+        m_avg, m_max = self.fc2(self.act(self.fc1(z))).chunk(2, dim=0)  # (B, C, 1, 1) each
+        return self.gate(m_avg + m_max)
+
+
+class CBAMSpatial(nn.Module):
+    """CBAM's spatial submodule: ``[max; mean]`` over channels → conv k×k (2→1, no bias) → BN → gate.
+
+    ``forward`` returns the spatial map ``M_s`` of shape ``(B, 1, H, W)``; the caller rescales.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int = 7,
+        *,
+        gate_layer: LayerFactory = nn.Sigmoid,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
+        # eps and momentum of the authors' BasicConv (momentum 0.01, not torch's default 0.1).
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory)
+        self.gate = make_layer("gate_layer", gate_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)  # (B, 2, H, W)
+        return self.gate(self.bn(self.conv(d)))  # (B, 1, H, W)
+
+
+@register_attention("cbam", paper="Woo et al., ECCV 2018, CBAM")
+class CBAM(nn.Module):
+    r"""Convolutional Block Attention Module: a channel gate, then a spatial gate, in sequence.
+
+    With ``x`` of shape ``(B, C, H, W)`` and ``r_c`` hidden units:
+
+    * (1) ``M_c = σ(MLP(AvgPool(x)) + MLP(MaxPool(x)))`` ``(B, C, 1, 1)``, the MLP
+      ``W_1 δ(W_0 · + b_0) + b_1`` shared by both branches, ``W_0: r_c×C``, ``δ`` = ReLU (paper Eq. 2).
+    * (2) ``x' = M_c ⊗ x`` (paper Eq. 1).
+    * (3) ``M_s = σ(BN(f^{7×7}([MaxPool_c(x'); AvgPool_c(x')])))`` ``(B, 1, H, W)``, pooling across
+      channels, the conv 2→1 without bias (paper Eq. 3; BN as in the authors' code).
+    * (4) ``out = M_s ⊗ x'`` (paper Eq. 1). No residual of its own.
+
+    ``r_c = max(1, floor(C · rd_ratio))`` (the paper's ``C / r``, r = 16) by
+    :func:`plugattn.attention._common.reduced_channels`.
+
+    Args:
+        channels: input channels C.
+        rd_ratio: reduction ratio of the shared MLP (default 1/16), in (0, 1].
+        rd_channels: hidden width ``r_c`` directly, overriding ``rd_ratio`` (default ``None``).
+        spatial_kernel_size: odd kernel of the spatial conv (default 7).
+        act_layer: class or zero-argument factory of the MLP activation (default ``nn.ReLU``).
+        gate_layer: class or zero-argument factory of both gates (default ``nn.Sigmoid``).
+        device, dtype: factory keywords, as torch layers take them.
+
+    Parameters: ``2·C·r_c + r_c + C`` (channel) ``+ 2·k² + 2`` (spatial conv, BN affine). Gates:
+    ``channel.gate`` outputs ``M_c`` ``(B, C, 1, 1)``, ``spatial.gate`` outputs ``M_s`` ``(B, 1, H, W)``.
+
+    Differences from the paper:
+        * The paper has no BatchNorm in the spatial branch; the authors' code (and every reported
+          number) has one, with momentum 0.01 and eps 1e-5, which we follow.
+        * The MLP's layers are 1×1 convolutions (same function and parameters as the authors' Linear
+          layers, whose weights reshape ``(out, in)`` → ``(out, in, 1, 1)``); biases on, as in their code.
+        * ``C / r`` is floored (at least 1); the paper does not say how to round.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        rd_ratio: float = 1 / 16,
+        rd_channels: int | None = None,
+        spatial_kernel_size: int = 7,
+        act_layer: LayerFactory = nn.ReLU,
+        gate_layer: LayerFactory = nn.Sigmoid,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_int("channels", channels, minimum=1)
+        check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
+        hidden = reduced_channels(channels, rd_ratio, rd_channels)
+        check_int("spatial_kernel_size", spatial_kernel_size, minimum=1, odd=True)
+        factory = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.rd_channels = hidden
+        self.channel = CBAMChannel(channels, hidden, act_layer=act_layer, gate_layer=gate_layer, **factory)
+        self.spatial = CBAMSpatial(spatial_kernel_size, gate_layer=gate_layer, **factory)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel(x)  # (B, C, H, W) * (B, C, 1, 1)
+        return x * self.spatial(x)  # (B, C, H, W) * (B, 1, H, W)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, rd_channels={self.rd_channels}, "
+            f"spatial_kernel_size={self.spatial.conv.kernel_size[0]}"
+        )

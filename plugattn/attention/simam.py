@@ -1,0 +1,68 @@
+"""SimAM — a Simple, parameter-free Attention Module.
+
+L. Yang, R.-Y. Zhang, L. Li, X. Xie, "SimAM: A Simple, Parameter-Free Attention Module for
+Convolutional Neural Networks", ICML 2021 (PMLR 139:11863-11874).
+https://proceedings.mlr.press/v139/yang21o.html — authors' code: https://github.com/ZjjConan/SimAM
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from plugattn._checks import check_float, check_int
+from plugattn.attention.registry import register_attention
+
+__all__ = ["SimAM"]
+
+
+@register_attention("simam", paper="Yang et al., ICML 2021, SimAM")
+class SimAM(nn.Module):
+    r"""SimAM: a 3-D (per-position, per-channel) gate from each neuron's minimal energy, no parameters.
+
+    With ``x`` of shape ``(B, C, H, W)``, per sample and channel, over its ``M = H·W`` positions:
+
+    * (1) ``μ = mean_{H,W}(x)``, ``d = (x - μ)²``, ``n = M - 1``.
+    * (2) ``σ̂² = Σ_{H,W} d / n`` (the unbiased variance).
+    * (3) inverse minimal energy ``1/e* = d / (4(σ̂² + λ)) + 0.5`` (paper Eq. 5 inverted, as the
+      authors' code computes it).
+    * (4) ``out = x · sigmoid(1/e*)`` (paper Eq. 6).
+
+    Args:
+        channels: input channels C; SimAM has no parameters, so it is only validated (it is taken so
+            every module shares one signature).
+        e_lambda: λ, the energy's regulariser (default 1e-4), > 0.
+        device, dtype: accepted for the common signature; there is nothing to create.
+
+    Gate: ``gate`` (a sigmoid) outputs ``sigmoid(1/e*)`` ``(B, C, H, W)``.
+
+    Differences from the paper:
+        * For a 1×1 map ``M - 1 = 0`` and the paper's ``σ̂²`` is 0/0; we use ``n = max(M - 1, 1)``, so
+          ``d = 0`` gives ``1/e* = 0.5`` and ``out = x · sigmoid(0.5)`` (finite; the authors' code gives
+          NaN). Every map with ``M >= 2`` is unchanged.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        e_lambda: float = 1e-4,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_int("channels", channels, minimum=1)
+        check_float("e_lambda", e_lambda, low=0, low_open=True)
+        self.channels = channels
+        self.e_lambda = e_lambda
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = max(x.shape[2] * x.shape[3] - 1, 1)
+        d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)  # (B, C, H, W)
+        v = d.sum(dim=(2, 3), keepdim=True) / n  # (B, C, 1, 1)
+        e_inv = d / (4 * (v + self.e_lambda)) + 0.5
+        return x * self.gate(e_inv)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, e_lambda={self.e_lambda}"
