@@ -14,7 +14,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def _attention_rows() -> dict[str, list[str]]:
     rows = {}
-    main_table = (DOCS / "attention.md").read_text().split("## ")[1]  # the first section's table
+    main_table = (DOCS / "attention.md").read_text().split("\n## ")[0]  # the table before the sections
     for line in main_table.splitlines():
         m = re.match(r"\| `(\w+)` \|", line)
         if m:
