@@ -1,0 +1,54 @@
+"""Backbones with attention at the papers' places, retrofit into any model, and timm/mmcv interop.
+
+* :func:`create_model` / :func:`list_models` — the registered backbones (``resnet.py``: CIFAR
+  ResNets, Wide ResNets, ResNeXt-29 and the ImageNet-layout ResNets/ResNeXt; ``mobilenetv2.py``).
+* :mod:`~plugattn.models.blocks` — the residual blocks, each with one attention hook ``attn``.
+* :mod:`~plugattn.models.placement` — the positions vocabulary shared by blocks and retrofit.
+* :func:`insert_attention` — attention into a model built elsewhere (torchvision, timm, ours).
+* :func:`mmcv_plugin` — an attention as an mmcv/mmdet plugin class.
+
+See ``docs/models.md``.
+"""
+
+from plugattn.models import mobilenetv2 as _mobilenetv2  # noqa: F401  (registers its models)
+from plugattn.models import resnet as _resnet  # noqa: F401  (registers its models)
+from plugattn.models.blocks import (
+    BasicBlock,
+    Bottleneck,
+    InvertedResidual,
+    PreActBasicBlock,
+    ResidualBlock,
+    ShortcutA,
+    init_weights,
+)
+from plugattn.models.interop import AttentionPlugin, mmcv_plugin, register_mmcv_plugin
+from plugattn.models.mobilenetv2 import MobileNetV2
+from plugattn.models.placement import POSITIONS
+from plugattn.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
+from plugattn.models.resnet import ResNet
+from plugattn.models.retrofit import AttentionAfter, AttentionBefore, find_blocks, insert_attention
+
+__all__ = [
+    "POSITIONS",
+    "AttentionAfter",
+    "AttentionBefore",
+    "AttentionPlugin",
+    "BasicBlock",
+    "Bottleneck",
+    "InvertedResidual",
+    "MobileNetV2",
+    "ModelEntry",
+    "PreActBasicBlock",
+    "ResNet",
+    "ResidualBlock",
+    "ShortcutA",
+    "create_model",
+    "find_blocks",
+    "init_weights",
+    "insert_attention",
+    "list_models",
+    "mmcv_plugin",
+    "model_entry",
+    "register_mmcv_plugin",
+    "register_model",
+]

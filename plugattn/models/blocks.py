@@ -1,0 +1,471 @@
+"""The residual blocks every backbone is built from, each with exactly one attention hook.
+
+* :class:`BasicBlock` and :class:`Bottleneck` — He et al. 2016, "Deep Residual Learning for Image
+  Recognition", https://arxiv.org/abs/1512.03385 (the Bottleneck's stride on its 3×3 conv, as
+  torchvision's "v1.5"; ``groups``/``base_width`` give ResNeXt, Xie et al. 2017,
+  https://arxiv.org/abs/1611.05431).
+* :class:`PreActBasicBlock` — the pre-activation block of He et al. 2016b, "Identity Mappings in Deep
+  Residual Networks", https://arxiv.org/abs/1603.05027, as Wide ResNets use it (Zagoruyko & Komodakis
+  2016, https://arxiv.org/abs/1605.07146).
+* :class:`InvertedResidual` — MobileNetV2's block, Sandler et al. 2018,
+  https://arxiv.org/abs/1801.04381.
+* :class:`ShortcutA` — He et al. 2016's parameter-free "option A" shortcut for the CIFAR ResNets.
+
+A block's residual branch is a tuple of conv groups (conv → norm → activation); the attention module
+``self.attn`` (``nn.Identity`` when absent) sits after the group its position names
+(:mod:`plugattn.models.placement`). The order of the branch, ``attn`` included, is fixed when the
+attention is set, so ``forward`` never branches on whether or where there is attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plugattn._checks import check_choice, check_float, check_int
+from plugattn.attention.registry import AttentionSpec, attention_entry, create_attention, list_attention
+from plugattn.models.placement import default_position, group_index, is_empty
+
+__all__ = [
+    "SHORTCUTS",
+    "BasicBlock",
+    "Bottleneck",
+    "InvertedResidual",
+    "PreActBasicBlock",
+    "ResidualBlock",
+    "ShortcutA",
+    "build_attention",
+    "init_weights",
+]
+
+# "A": He et al.'s parameter-free option A (subsample + zero-pad channels); "B": 1×1 conv (+ BN) projection.
+SHORTCUTS = ("A", "B")
+
+
+def build_attention(
+    attention: AttentionSpec,
+    channels: int,
+    attn_kwargs: dict[str, Any] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """``create_attention`` with factory keywords: passed on to registered modules (which all take
+    ``device``/``dtype``), applied with ``.to`` to anything else (a user factory need not take them)."""
+    kwargs = dict(attn_kwargs or {})
+    factory = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    registered = isinstance(attention, str) or any(
+        attention_entry(n).cls is attention for n in list_attention()
+    )
+    if registered or not factory:
+        return create_attention(attention, channels, **kwargs, **factory)
+    return create_attention(attention, channels, **kwargs).to(**factory)
+
+
+class ResidualBlock(nn.Module):
+    """Base of plugattn's blocks: a residual branch of conv groups and one attention hook ``attn``.
+
+    Subclasses build their layers, set ``self._groups`` (attribute names per conv group, in order) and
+    ``self._group_channels`` (each group's output channels), then call :meth:`set_attention`.
+    """
+
+    _groups: tuple[tuple[str, ...], ...]
+    _group_channels: tuple[int, ...]
+    _branch: tuple[str, ...]
+    attn: nn.Module
+    attn_position: str
+
+    def attention_channels(self, position: str) -> int:
+        """Channels of the feature map the attention sees at ``position``."""
+        return self._group_channels[group_index(position, len(self._groups), type(self).__name__)]
+
+    def set_attention(
+        self,
+        attention: AttentionSpec,
+        position: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Build ``attention`` for this block at ``position`` (``None``: the module's paper position)."""
+        position = default_position(attention) if position is None else position
+        module = build_attention(
+            attention, self.attention_channels(position), attn_kwargs, device=device, dtype=dtype
+        )
+        self.install_attention(module, position)
+
+    def install_attention(self, module: nn.Module, position: str) -> None:
+        """Put an already-built attention ``module`` at ``position`` (fixes the branch order)."""
+        index = group_index(position, len(self._groups), type(self).__name__)
+        self.attn = module
+        self.attn_position = position
+        names = [*(n for g in self._groups[: index + 1] for n in g), "attn"]
+        self._branch = (*names, *(n for g in self._groups[index + 1 :] for n in g))
+
+    @property
+    def has_attention(self) -> bool:
+        return not is_empty(self.attn)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch: the conv groups in order, with ``attn`` at its fixed point."""
+        for name in self._branch:
+            x = getattr(self, name)(x)
+        return x
+
+    def zero_init_last(self) -> None:
+        """Zero the weight of the branch's last norm (Goyal et al. 2017): the block starts near identity."""
+        nn.init.zeros_(getattr(self, self._groups[-1][1]).weight)
+
+    def extra_repr(self) -> str:
+        return f"attn_position={self.attn_position!r}"
+
+
+def _conv(
+    in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, **factory: Any
+) -> nn.Conv2d:
+    return nn.Conv2d(
+        in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False, **factory
+    )
+
+
+class ShortcutA(nn.Module):
+    """He et al. 2016's option-A shortcut: ``x[:, :, ::s, ::s]`` with zero channels padded on both sides.
+
+    Parameter-free; the padding is split as evenly as possible (16 → 32 channels: 8 zero channels
+    before, 8 after, as the reference CIFAR implementations do).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        if out_chs < in_chs:
+            raise ValueError(f"option-A shortcut cannot reduce channels: in_chs={in_chs}, out_chs={out_chs}")
+        self.stride = stride
+        self.pad_before = (out_chs - in_chs) // 2
+        self.pad_after = out_chs - in_chs - self.pad_before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]  # (B, C_in, ceil(H/s), ceil(W/s))
+        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))  # (B, C_out, ...)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, pad=({self.pad_before}, {self.pad_after})"
+
+
+class _ResNetBlock(ResidualBlock):
+    """What BasicBlock, Bottleneck and PreActBasicBlock share: construction of the shortcut."""
+
+    expansion = 1
+
+    @classmethod
+    def make_shortcut(cls, kind: str, in_chs: int, out_chs: int, stride: int, **factory: Any) -> nn.Module:
+        """The shortcut from ``in_chs`` to ``out_chs`` at ``stride``: identity when shapes match."""
+        check_choice("shortcut", kind, SHORTCUTS)
+        if stride == 1 and in_chs == out_chs:
+            return nn.Identity()
+        if kind == "A":
+            return ShortcutA(in_chs, out_chs, stride)
+        return nn.Sequential(_conv(in_chs, out_chs, 1, stride, **factory), nn.BatchNorm2d(out_chs, **factory))
+
+
+class BasicBlock(_ResNetBlock):
+    """Two 3×3 convs: conv1 → bn1 → ReLU → conv2 → bn2, plus the shortcut, then ReLU.
+
+    Args:
+        in_chs: input channels.
+        planes: output channels (``expansion`` = 1).
+        stride: stride of conv1 (and of the shortcut).
+        shortcut: ``"B"`` (1×1 conv + BN, default) or ``"A"`` (parameter-free) when shapes change.
+        groups, base_width: must stay 1 and 64 (ResNeXt widths need the Bottleneck).
+        attention, position, attn_kwargs: the attention module, its position (``None``: its paper's;
+            SCSA's ``"before_last_conv"`` is after conv1/bn1/ReLU here) and its keyword options.
+        device, dtype: factory keywords.
+
+    State-dict keys are torchvision's (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0/1``),
+    plus ``attn.*``.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        attention: AttentionSpec = None,
+        position: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError(
+                f"BasicBlock takes groups=1 and base_width=64 only, got groups={groups}, "
+                f"base_width={base_width} (use a Bottleneck model for ResNeXt widths)"
+            )
+        f = {"device": device, "dtype": dtype}
+        self.stride = stride
+        self.conv1 = _conv(in_chs, planes, 3, stride, **f)
+        self.bn1 = nn.BatchNorm2d(planes, **f)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = _conv(planes, planes, 3, **f)
+        self.bn2 = nn.BatchNorm2d(planes, **f)
+        self.downsample = self.make_shortcut(shortcut, in_chs, planes, stride, **f)
+        self.act2 = nn.ReLU(inplace=True)
+        self._groups = (("conv1", "bn1", "act1"), ("conv2", "bn2"))
+        self._group_channels = (planes, planes)
+        self.set_attention(attention, position, attn_kwargs, **f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.branch(x) + self.downsample(x))
+
+
+class Bottleneck(_ResNetBlock):
+    """1×1 → 3×3 (grouped, strided) → 1×1 convs with BN, ReLU between, plus the shortcut, then ReLU.
+
+    ``width = int(planes · base_width / 64) · groups`` channels inside, ``4 · planes`` out (ResNeXt's
+    ``32×4d`` is ``groups=32, base_width=4``).
+
+    Args:
+        in_chs: input channels.
+        planes: output channels / 4.
+        stride: stride of the 3×3 conv (and of the shortcut).
+        shortcut: ``"B"`` (1×1 conv + BN, default) or ``"A"`` when shapes change.
+        groups, base_width: ResNeXt cardinality and width per group (defaults 1 and 64).
+        attention, position, attn_kwargs: as :class:`BasicBlock`; SCSA's ``"before_last_conv"`` is
+            after conv2/bn2/ReLU (``width`` channels).
+        device, dtype: factory keywords.
+
+    State-dict keys are torchvision's (``conv1..3``, ``bn1..3``, ``downsample.0/1``), plus ``attn.*``.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        attention: AttentionSpec = None,
+        position: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_int("groups", groups, minimum=1)
+        check_int("base_width", base_width, minimum=1)
+        f = {"device": device, "dtype": dtype}
+        width = int(planes * (base_width / 64.0)) * groups
+        out_chs = planes * self.expansion
+        self.stride = stride
+        self.conv1 = _conv(in_chs, width, 1, **f)
+        self.bn1 = nn.BatchNorm2d(width, **f)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = _conv(width, width, 3, stride, groups=groups, **f)
+        self.bn2 = nn.BatchNorm2d(width, **f)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = _conv(width, out_chs, 1, **f)
+        self.bn3 = nn.BatchNorm2d(out_chs, **f)
+        self.downsample = self.make_shortcut(shortcut, in_chs, out_chs, stride, **f)
+        self.act3 = nn.ReLU(inplace=True)
+        self._groups = (("conv1", "bn1", "act1"), ("conv2", "bn2", "act2"), ("conv3", "bn3"))
+        self._group_channels = (width, width, out_chs)
+        self.set_attention(attention, position, attn_kwargs, **f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act3(self.branch(x) + self.downsample(x))
+
+
+class PreActBasicBlock(_ResNetBlock):
+    """Wide ResNet's pre-activation block: BN → ReLU → conv1 → BN → ReLU → dropout → conv2, plus shortcut.
+
+    When the shape changes the shortcut (a 1×1 conv, no BN: ``"B"``; or ``"A"``) takes the
+    pre-activated input, as Zagoruyko & Komodakis's code does; otherwise it is the identity on ``x``.
+    ``"end"`` is after conv2 (the branch has no norm after its last conv); ``"before_last_conv"`` and
+    ``"after_conv1"`` are after conv1 → bn2 → ReLU, before the dropout.
+
+    Args:
+        in_chs: input channels.
+        planes: output channels.
+        stride: stride of conv1 (and of the shortcut).
+        shortcut: ``"B"`` (1×1 conv, default) or ``"A"``.
+        drop_rate: dropout between the convs (default 0; the WRN paper uses 0.3 on some datasets).
+        groups, base_width: must stay 1 and 64.
+        attention, position, attn_kwargs, device, dtype: as :class:`BasicBlock`.
+
+    ``zero_init_last`` zeroes conv2's weight (there is no last BN), as timm does for pre-activation blocks.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        drop_rate: float = 0.0,
+        groups: int = 1,
+        base_width: int = 64,
+        attention: AttentionSpec = None,
+        position: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError(
+                f"PreActBasicBlock takes groups=1 and base_width=64 only, got groups={groups}, "
+                f"base_width={base_width}"
+            )
+        check_float("drop_rate", drop_rate, low=0, high=1, high_open=True)
+        f = {"device": device, "dtype": dtype}
+        self.stride = stride
+        self.bn1 = nn.BatchNorm2d(in_chs, **f)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv1 = _conv(in_chs, planes, 3, stride, **f)
+        self.bn2 = nn.BatchNorm2d(planes, **f)
+        self.act2 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate)
+        self.conv2 = _conv(planes, planes, 3, **f)
+        self.downsample = self.make_shortcut(shortcut, in_chs, planes, stride, **f)
+        # Whether the shortcut sees the pre-activated input (set once; not an attention switch).
+        self.shortcut_preact = not isinstance(self.downsample, nn.Identity)
+        self._groups = (("conv1", "bn2", "act2"), ("drop", "conv2"))
+        self._group_channels = (planes, planes)
+        self.set_attention(attention, position, attn_kwargs, **f)
+
+    @classmethod
+    def make_shortcut(cls, kind: str, in_chs: int, out_chs: int, stride: int, **factory: Any) -> nn.Module:
+        check_choice("shortcut", kind, SHORTCUTS)
+        if stride == 1 and in_chs == out_chs:
+            return nn.Identity()
+        if kind == "A":
+            return ShortcutA(in_chs, out_chs, stride)
+        return _conv(in_chs, out_chs, 1, stride, **factory)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.act1(self.bn1(x))
+        shortcut = self.downsample(o) if self.shortcut_preact else x
+        return self.branch(o) + shortcut
+
+
+class InvertedResidual(ResidualBlock):
+    """MobileNetV2's block: 1×1 expansion → 3×3 depthwise → 1×1 linear projection, BN after each.
+
+    The expansion (``conv_pw``/``bn1``/``act1``) is absent when ``expand_ratio`` is 1; ReLU6 follows
+    the first two BNs; the input is added when ``stride == 1`` and ``in_chs == out_chs``.
+    ``"end"`` is after the projection BN, before the add (also in blocks without one);
+    ``"before_last_conv"`` (SCSA) is after the depthwise conv/BN/ReLU6, before the projection.
+
+    Args:
+        in_chs, out_chs: input and output channels.
+        stride: stride of the depthwise conv.
+        expand_ratio: ``t`` of the paper's table; hidden width ``round(in_chs · t)``.
+        attention, position, attn_kwargs, device, dtype: as :class:`BasicBlock`.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        expand_ratio: float = 6,
+        *,
+        attention: AttentionSpec = None,
+        position: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("stride", stride, (1, 2))
+        check_float("expand_ratio", expand_ratio, low=1)
+        f = {"device": device, "dtype": dtype}
+        hidden = int(round(in_chs * expand_ratio))
+        self.stride = stride
+        self.use_res_connect = stride == 1 and in_chs == out_chs
+        groups: list[tuple[str, ...]] = []
+        if expand_ratio != 1:
+            self.conv_pw = _conv(in_chs, hidden, 1, **f)
+            self.bn1 = nn.BatchNorm2d(hidden, **f)
+            self.act1 = nn.ReLU6(inplace=True)
+            groups.append(("conv_pw", "bn1", "act1"))
+        self.conv_dw = _conv(hidden, hidden, 3, stride, groups=hidden, **f)
+        self.bn2 = nn.BatchNorm2d(hidden, **f)
+        self.act2 = nn.ReLU6(inplace=True)
+        self.conv_pwl = _conv(hidden, out_chs, 1, **f)
+        self.bn3 = nn.BatchNorm2d(out_chs, **f)
+        self._groups = (*groups, ("conv_dw", "bn2", "act2"), ("conv_pwl", "bn3"))
+        self._group_channels = (*(hidden for _ in groups), hidden, out_chs)
+        self.set_attention(attention, position, attn_kwargs, **f)
+
+    def zero_init_last(self) -> None:
+        # Only a branch that is added to a shortcut may start at zero.
+        if self.use_res_connect:
+            super().zero_init_last()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
+        return out + x if self.use_res_connect else out
+
+
+def _attention_modules(model: nn.Module) -> set[int]:
+    """ids of every module inside a block's attention (they keep their own initialisation)."""
+    ids: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, ResidualBlock):
+            ids.update(id(sub) for sub in m.attn.modules())
+    return ids
+
+
+def init_weights(
+    model: nn.Module, *, linear_std: float | None = None, zero_init_residual: bool = False
+) -> None:
+    """The papers' code's initialisation of a backbone, leaving attention modules as they built themselves.
+
+    * Conv2d: Kaiming-normal, ``mode="fan_out"``, ReLU gain (He et al. 2015,
+      https://arxiv.org/abs/1502.01852; torchvision's and the reference CIFAR codes' choice); biases 0.
+    * BatchNorm/GroupNorm: weight 1, bias 0.
+    * Linear: PyTorch's default when ``linear_std`` is ``None`` (torchvision ResNet), else
+      ``N(0, linear_std²)`` with bias 0 (torchvision MobileNetV2: 0.01).
+    * ``zero_init_residual``: then zero the last BN of every residual branch (Goyal et al. 2017,
+      https://arxiv.org/abs/1706.02677), so each residual block starts as (nearly) the identity.
+    """
+    skip = _attention_modules(model)
+    modules: Iterable[nn.Module] = (m for m in model.modules() if id(m) not in skip)
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0, linear_std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, ResidualBlock):
+                m.zero_init_last()

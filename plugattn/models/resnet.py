@@ -1,0 +1,242 @@
+"""The ResNet family as one builder and tables of variants.
+
+* CIFAR ResNets — He et al. 2016, "Deep Residual Learning for Image Recognition" §4.2,
+  https://arxiv.org/abs/1512.03385: 3×3 stem of 16, three stages of ``n`` BasicBlocks at widths
+  16/32/64 (depth ``6n + 2``), option-A shortcuts by default (``shortcut="B"``: 1×1 conv + BN).
+* Wide ResNets — Zagoruyko & Komodakis 2016, "Wide Residual Networks", https://arxiv.org/abs/1605.07146:
+  WRN-d-k, ``(d - 4) / 6`` pre-activation blocks per stage at widths 16k/32k/64k.
+* ResNeXt-29 for CIFAR — Xie et al. 2017, "Aggregated Residual Transformations for Deep Neural
+  Networks", https://arxiv.org/abs/1611.05431: 3×3 stem of 64, three stages of 3 Bottlenecks with
+  cardinality 8 and width 64 per group (8×64d, 34.4M parameters as the paper's Table 7).
+* ImageNet-layout ResNets and ResNeXt — torchvision's layout (7×7 stride-2 stem + max-pool, four
+  stages, stride on the Bottleneck's 3×3 conv) and state-dict keys; ``stem="small"`` swaps the stem for
+  a 3×3 stride-1 conv without max-pool for CIFAR/STL-sized inputs. ``wide_resnet18_2`` is ResNet-18
+  with every stage twice as wide (128/256/512/1024; the stem stays 64, as WRNs keep theirs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from plugattn._checks import check_choice, check_float, check_int
+from plugattn.attention.registry import AttentionSpec
+from plugattn.models.blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, init_weights
+from plugattn.models.placement import POSITIONS, check_stages
+from plugattn.models.registry import register_model
+
+__all__ = ["BLOCKS", "STEMS", "ResNet"]
+
+BLOCKS: dict[str, type[BasicBlock | Bottleneck | PreActBasicBlock]] = {
+    "basic": BasicBlock,
+    "bottleneck": Bottleneck,
+    "preact": PreActBasicBlock,
+}
+# "imagenet": 7×7 stride-2 conv + BN + ReLU + 3×3 stride-2 max-pool (reduction 4);
+# "small":    3×3 stride-1 conv + BN + ReLU, no pool (reduction 1) — the CIFAR stem.
+STEMS = ("imagenet", "small")
+
+
+class ResNet(nn.Module):
+    """A ResNet of any block type, depth and width, with attention in its blocks.
+
+    Args:
+        block: ``"basic"``, ``"bottleneck"`` or ``"preact"`` (Wide ResNet's pre-activation block).
+        layers: blocks per stage.
+        widths: ``planes`` per stage (a Bottleneck outputs ``4 · planes``).
+        stem: ``"imagenet"`` or ``"small"`` (see :data:`STEMS`).
+        stem_width: channels of the stem conv.
+        shortcut: ``"A"`` (parameter-free) or ``"B"`` (1×1 conv + BN; conv only in pre-activation
+            blocks) where a block changes shape.
+        groups, base_width: ResNeXt cardinality and width per group (Bottleneck only).
+        drop_rate: dropout between the two convs of pre-activation blocks (WRN), default 0.
+        num_classes: classifier outputs.
+        in_chans: input channels.
+        attention: attention module for the blocks (name, class, factory, or ``None``).
+        position: its place in each block; ``None`` = the module's paper position.
+        stages: 0-based stage indices that get attention; ``None`` = all.
+        attn_kwargs: keyword options of the attention module.
+        zero_init_residual: zero the last BN of each residual branch (see :func:`init_weights`).
+        features_only: no classifier; ``forward`` returns the list of stage outputs, described by
+            ``feature_info`` (``num_chs``, ``reduction`` = stride w.r.t. the input, ``module``).
+        device, dtype: factory keywords.
+
+    Stages are ``layer1``…``layerN``; a stage's first block carries the stride (1 for ``layer1``, 2
+    after). Pre-activation models end with ``head_norm``/``head_act`` (BN + ReLU) before pooling, also
+    applied to the last feature when ``features_only``.
+    """
+
+    def __init__(
+        self,
+        *,
+        block: str,
+        layers: Sequence[int],
+        widths: Sequence[int],
+        stem: str = "imagenet",
+        stem_width: int = 64,
+        shortcut: str = "B",
+        groups: int = 1,
+        base_width: int = 64,
+        drop_rate: float = 0.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        attention: AttentionSpec = None,
+        position: str | None = None,
+        stages: Sequence[int] | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        zero_init_residual: bool = False,
+        features_only: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("block", block, tuple(BLOCKS))
+        if isinstance(layers, (str, bytes)) or not layers or len(layers) != len(widths):
+            raise ValueError(
+                f"layers and widths must be non-empty sequences of equal length, got layers={layers!r}, "
+                f"widths={widths!r}"
+            )
+        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+            check_int(f"layers[{i}]", n, minimum=1)
+            check_int(f"widths[{i}]", w, minimum=1)
+        check_choice("stem", stem, STEMS)
+        check_int("stem_width", stem_width, minimum=1)
+        check_choice("shortcut", shortcut, SHORTCUTS)
+        check_int("num_classes", num_classes, minimum=1)
+        check_int("in_chans", in_chans, minimum=1)
+        if position is not None:
+            check_choice("position", position, POSITIONS)
+        with_attention = check_stages(stages, len(layers))
+        block_cls = BLOCKS[block]
+        preact = block_cls is PreActBasicBlock
+        block_kwargs: dict[str, Any] = {"shortcut": shortcut, "groups": groups, "base_width": base_width}
+        if preact:
+            block_kwargs["drop_rate"] = drop_rate
+        elif check_float("drop_rate", drop_rate) != 0:
+            raise ValueError(f"drop_rate applies to pre-activation blocks only; {block!r} got {drop_rate}")
+        f = {"device": device, "dtype": dtype}
+        self.features_only = features_only
+
+        # Stem. Pre-activation nets have no norm here: each block normalises its own input.
+        stem_k, stem_s = (7, 2) if stem == "imagenet" else (3, 1)
+        self.conv1 = nn.Conv2d(in_chans, stem_width, stem_k, stem_s, stem_k // 2, bias=False, **f)
+        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_width, **f)
+        self.act1 = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+
+        in_chs, reduction = stem_width, 4 if stem == "imagenet" else 1
+        self.feature_info: list[dict[str, Any]] = []
+        self._stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(layers)))
+        for i, (n, planes) in enumerate(zip(layers, widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            attn = attention if i in with_attention else None
+            blocks = []
+            for j in range(n):
+                blocks.append(
+                    block_cls(
+                        in_chs,
+                        planes,
+                        stride if j == 0 else 1,
+                        attention=attn,
+                        position=position if attn is not None else None,
+                        attn_kwargs=attn_kwargs,
+                        **block_kwargs,
+                        **f,
+                    )
+                )
+                in_chs = planes * block_cls.expansion
+            self.add_module(self._stage_names[i], nn.Sequential(*blocks))
+            self.feature_info.append(
+                {"num_chs": in_chs, "reduction": reduction, "module": self._stage_names[i]}
+            )
+        self.num_features = in_chs
+
+        self.head_norm = nn.BatchNorm2d(in_chs, **f) if preact else nn.Identity()
+        self.head_act = nn.ReLU(inplace=True) if preact else nn.Identity()
+        if not features_only:
+            self.global_pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(in_chs, num_classes, **f)
+        init_weights(self, zero_init_residual=zero_init_residual)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage, ``(B, num_chs_i, H / reduction_i, W / reduction_i)``."""
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        features = []
+        for name in self._stage_names:
+            x = getattr(self, name)(x)
+            features.append(x)
+        features[-1] = self.head_act(self.head_norm(features[-1]))
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        features = self.forward_features(x)
+        if self.features_only:
+            return features
+        return self.fc(torch.flatten(self.global_pool(features[-1]), 1))  # (B, num_classes)
+
+
+# --- the variants: (name, configuration, default classes, paper) -------------------------------------
+_HE = "He et al., CVPR 2016, https://arxiv.org/abs/1512.03385"
+_WRN = "Zagoruyko & Komodakis, BMVC 2016, https://arxiv.org/abs/1605.07146"
+_XIE = "Xie et al., CVPR 2017, https://arxiv.org/abs/1611.05431"
+
+# CIFAR ResNet-(6n+2): n BasicBlocks per stage.
+_CIFAR_RESNET_N = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+# WRN-d-k: (d - 4) / 6 pre-activation blocks per stage, widths 16k/32k/64k.
+_WIDE_RESNETS = {"wrn16_8": (16, 8), "wrn28_10": (28, 10)}
+# ImageNet layout: block, blocks per stage, stage widths, groups, width per group.
+_IMAGENET_RESNETS: dict[str, tuple[str, tuple[int, ...], tuple[int, ...], int, int]] = {
+    "resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512), 1, 64),
+    "resnet34": ("basic", (3, 4, 6, 3), (64, 128, 256, 512), 1, 64),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), 1, 64),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), (64, 128, 256, 512), 1, 64),
+    "resnext50_32x4d": ("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), 32, 4),
+    "wide_resnet18_2": ("basic", (2, 2, 2, 2), (128, 256, 512, 1024), 1, 64),
+}
+
+for _name, _n in _CIFAR_RESNET_N.items():
+    register_model(
+        _name,
+        ResNet,
+        {"block": "basic", "layers": (_n,) * 3, "widths": (16, 32, 64), "stem": "small", "stem_width": 16,
+         "shortcut": "A"},
+        num_classes=10,
+        paper=_HE,
+        family="cifar-resnet",
+    )  # fmt: skip
+
+for _name, (_depth, _k) in _WIDE_RESNETS.items():
+    register_model(
+        _name,
+        ResNet,
+        {"block": "preact", "layers": ((_depth - 4) // 6,) * 3, "widths": (16 * _k, 32 * _k, 64 * _k),
+         "stem": "small", "stem_width": 16, "shortcut": "B"},
+        num_classes=10,
+        paper=_WRN,
+        family="wide-resnet",
+    )  # fmt: skip
+
+register_model(
+    "resnext29_8x64d",
+    ResNet,
+    {"block": "bottleneck", "layers": (3, 3, 3), "widths": (64, 128, 256), "stem": "small", "stem_width": 64,
+     "shortcut": "B", "groups": 8, "base_width": 64},
+    num_classes=10,
+    paper=_XIE,
+    family="cifar-resnext",
+)  # fmt: skip
+
+for _name, (_block, _layers, _widths, _groups, _base_width) in _IMAGENET_RESNETS.items():
+    register_model(
+        _name,
+        ResNet,
+        {"block": _block, "layers": _layers, "widths": _widths, "stem": "imagenet", "stem_width": 64,
+         "shortcut": "B", "groups": _groups, "base_width": _base_width},
+        num_classes=1000,
+        paper=_XIE if _groups > 1 else _WRN if _name.startswith("wide") else _HE,
+        family="resnet",
+    )  # fmt: skip
