@@ -1,0 +1,220 @@
+"""The dataset registry: one strict table from names to readers, and where each dataset's files are found.
+
+Where a dataset is looked for, in order:
+
+1. ``root``, when given: the dataset's own folder (e.g. the folder holding ``cifar-10-batches-py/``), or
+   else ``root/<name>`` (so one data folder can hold every dataset); nothing else is searched;
+2. otherwise ``$PLUGATTN_DATA/<name>`` when ``PLUGATTN_DATA`` is set, else ``~/.cache/plugattn/data/<name>``;
+3. for ``fashion-mnist`` only, also ``/usr/share/datasets/fashion-mnist`` (Debian's
+   ``dataset-fashion-mnist`` package) when the files are not in the place above.
+
+With ``download=True`` a dataset that is not found is downloaded (checksums verified) into the first place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugattn._checks import check_choice
+from plugattn.data import datasets as ds
+from plugattn.data.download import RESOURCES, download_dataset
+
+__all__ = [
+    "DATA_ENV",
+    "DEBIAN_FASHION_MNIST",
+    "DatasetEntry",
+    "create_dataset",
+    "dataset_entry",
+    "dataset_splits",
+    "list_datasets",
+    "register_dataset",
+    "search_dirs",
+]
+
+DATA_ENV = "PLUGATTN_DATA"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """What the registry knows of one dataset.
+
+    ``reader(directory, split, **options)`` builds it (``directory`` is None for generated data);
+    ``files(split, **options)`` lists the paths, relative to the dataset folder, that the split needs.
+    """
+
+    name: str
+    reader: Callable[..., ds.ArrayDataset | ds.FolderDataset]
+    splits: tuple[str, ...]
+    files: Callable[..., list[str]] | None  # None: generated in memory, nothing on disk
+    options: tuple[str, ...]
+    how_to_get: str = ""
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(entry: DatasetEntry) -> DatasetEntry:
+    """Add ``entry``; a second entry under the same name is an error, not a silent replacement."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"dataset {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_datasets() -> list[str]:
+    """The registered dataset names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registry entry of ``name``; ValueError listing the known names otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+    return _REGISTRY[name]
+
+
+def dataset_splits(name: str) -> tuple[str, ...]:
+    """The splits ``name`` has, training split first (e.g. ``("train", "test")``)."""
+    return dataset_entry(name).splits
+
+
+def search_dirs(name: str, root: str | Path | None = None) -> list[Path]:
+    """The folders where dataset ``name`` is looked for, in order (see the module docstring)."""
+    if root is not None:
+        return [Path(root).expanduser(), Path(root).expanduser() / name]
+    env = os.environ.get(DATA_ENV)
+    primary = Path(env).expanduser() / name if env else Path.home() / ".cache" / "plugattn" / "data" / name
+    dirs = [primary]
+    if name == "fashion-mnist":
+        dirs.append(DEBIAN_FASHION_MNIST)
+    return dirs
+
+
+def _missing(directory: Path, files: list[str]) -> list[str]:
+    return [f for f in files if not (directory / f).exists()]
+
+
+def create_dataset(
+    name: str,
+    split: str,
+    *,
+    root: str | Path | None = None,
+    download: bool = False,
+    base_url: str | None = None,
+    **options: Any,
+) -> ds.ArrayDataset | ds.FolderDataset:
+    """Build dataset ``name``'s ``split`` from local files (downloading them first on request).
+
+    Args:
+        name: one of :func:`list_datasets`.
+        split: one of the dataset's splits (:func:`dataset_splits`); ``"train"`` and ``"test"`` for the
+            in-memory datasets, ``"train"``, ``"val"`` or ``"test"`` for ``imagefolder`` and ``synthetic``.
+        root: the dataset's folder; default: see the module docstring.
+        download: fetch the files from their canonical URL (or ``base_url``) when they are not found.
+        base_url: a mirror replacing the canonical base URL (default ``$PLUGATTN_MIRROR``, then canonical).
+        **options: dataset-specific options: ``stl10``: ``split_mode`` ("standard" | "ham"), ``split_seed``;
+            ``synthetic``: ``num_samples``, ``image_size``, ``in_chans``, ``num_classes``, ``seed``;
+            ``imagefolder``: ``classes``, ``mean``, ``std``.
+
+    Returns:
+        An :class:`ArrayDataset` (images in memory) or, for ``imagefolder``, a :class:`FolderDataset`.
+
+    Raises:
+        ValueError: an unknown name, split or option.
+        DatasetNotFoundError: the files are not found (a ValueError and a FileNotFoundError).
+        DatasetError: a file is truncated or corrupt, or its labels are out of range.
+    """
+    entry = dataset_entry(name)
+    check_choice("split", split, entry.splits)
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        allowed = ", ".join(entry.options) or "none"
+        raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; allowed: {allowed}")
+    if entry.files is None:
+        return entry.reader(None, split, **options)
+
+    required = entry.files(split, **options)
+    dirs = search_dirs(name, root)
+    found = next((d for d in dirs if not _missing(d, required)), None)
+    if found is None and download:
+        if name not in RESOURCES:
+            raise ValueError(f"dataset {name!r} has no canonical download; {entry.how_to_get}")
+        download_dataset(name, dirs[0], base_url=base_url)
+        found = dirs[0] if not _missing(dirs[0], required) else None
+    if found is None:
+        missing = _missing(dirs[0], required)
+        also = f" (also looked in {', '.join(map(str, dirs[1:]))})" if len(dirs) > 1 else ""
+        raise ds.DatasetNotFoundError(
+            f"{name} {split} split not found in {dirs[0]}{also}: missing {', '.join(missing)}; "
+            f"{entry.how_to_get}"
+        )
+    return entry.reader(found, split, **options)
+
+
+def _options(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of a reader: the options ``create_dataset`` passes through."""
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+_GET = "pass download=True (or set PLUGATTN_MIRROR to a mirror), or put the files there by hand"
+
+register_dataset(
+    DatasetEntry(
+        name="fashion-mnist",
+        reader=ds.load_fashion_mnist,
+        splits=("train", "test"),
+        files=lambda split: list(ds.FASHION_MNIST_FILES[split]),
+        options=(),
+        how_to_get=f"{_GET}, or install the Debian package dataset-fashion-mnist "
+        "(apt install dataset-fashion-mnist)",
+    )
+)
+for _cifar in ("cifar10", "cifar100"):
+    register_dataset(
+        DatasetEntry(
+            name=_cifar,
+            reader=lambda directory, split, _n=_cifar: ds.load_cifar(directory, split, name=_n),
+            splits=("train", "test"),
+            files=lambda split, _n=_cifar: ds.cifar_files(_n, split),
+            options=(),
+            how_to_get=_GET,
+        )
+    )
+register_dataset(
+    DatasetEntry(
+        name="stl10",
+        reader=ds.load_stl10,
+        splits=("train", "test"),
+        files=lambda split, split_mode="standard", split_seed=0: ds.stl10_files(
+            split, check_choice("split_mode", split_mode, ds.STL10_SPLIT_MODES)
+        ),
+        options=_options(ds.load_stl10),
+        how_to_get=_GET,
+    )
+)
+register_dataset(
+    DatasetEntry(
+        name="synthetic",
+        reader=lambda directory, split, **kw: ds.make_synthetic(split, **kw),
+        splits=("train", "val", "test"),
+        files=None,
+        options=_options(ds.make_synthetic),
+    )
+)
+register_dataset(
+    DatasetEntry(
+        name="imagefolder",
+        reader=ds.load_imagefolder,
+        splits=("train", "val", "test"),
+        files=lambda split, **_: [split],
+        options=_options(ds.load_imagefolder),
+        how_to_get="lay the images out as <root>/<split>/<class_name>/<image files> (ImageNet layout)",
+    )
+)
