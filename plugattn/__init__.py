@@ -11,3 +11,13 @@ __all__ = ["__version__", *_attention_all]
 from plugattn.models import create_model, insert_attention, list_models, mmcv_plugin  # noqa: E402
 
 __all__ += ["create_model", "insert_attention", "list_models", "mmcv_plugin"]
+
+
+def load_model(checkpoint, *, map_location="cpu"):  # noqa: ANN001, ANN201 (documented in runner)
+    """The trained model of a plugattn checkpoint (a run directory or its ``last.pt``), in eval mode."""
+    from plugattn.runner import load_model as _load_model
+
+    return _load_model(checkpoint, map_location=map_location)
+
+
+__all__ += ["load_model"]

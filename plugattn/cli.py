@@ -1,7 +1,13 @@
-"""The ``plugattn`` command line.
+"""The ``plugattn`` command line (also ``python -m plugattn``).
 
-``plugattn list`` (also plain ``plugattn``) prints every registered attention module with its
-parameters at a given width and checks that a forward pass keeps the shape and stays finite.
+* ``plugattn train``: train a backbone + attention on a dataset with a recipe (default: ResNet-20 + HAM
+  on Fashion-MNIST with the short CPU recipe); metrics, checkpoints, resumable.
+* ``plugattn eval``: a checkpoint on a dataset: top-1/top-5, per-class accuracy, confusion matrix.
+* ``plugattn compare``: attention modules × seeds under one recipe → mean ± std table with costs, plot.
+* ``plugattn list`` (also plain ``plugattn``): the attention registry with each module's parameters and a
+  forward-pass check.
+
+Bad input ends with one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,10 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from plugattn.attention import attention_entry, create_attention, list_attention
+from plugattn.engine.config import list_presets, resolve_config
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -27,7 +36,135 @@ def get_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--size", type=int, default=14, help="height and width of the test map (default 14)")
     ls.add_argument("--batch", type=int, default=2, help="batch size of the test input (default 2)")
+
+    tr = sub.add_parser("train", help="train a model; writes metrics.jsonl, checkpoints, config, environment")
+    _add_recipe_args(tr)
+    tr.add_argument("--out", help="run directory (default: runs/<preset>-<model>-<attention>-seed<seed>)")
+    tr.add_argument(
+        "--resume", action="store_true", help="continue the run in --out exactly where it stopped"
+    )
+    tr.add_argument("--stop-after", type=int, help="stop after this many epochs in this invocation")
+
+    ev = sub.add_parser(
+        "eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix"
+    )
+    ev.add_argument("--checkpoint", required=True, help="a run directory or its last.pt")
+    ev.add_argument("--data", help="dataset (default: the one it was trained on)")
+    ev.add_argument("--data-dir", help="dataset root (default: $PLUGATTN_DATA or the dataset's places)")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--out", help="where to write the results (default: the checkpoint's directory)")
+    ev.add_argument("--device", default="auto")
+
+    cp = sub.add_parser("compare", help="attention modules x seeds under one recipe: mean ± std with costs")
+    _add_recipe_args(cp, compare=True)
+    cp.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    cp.add_argument("--out", help="grid directory (default: runs/compare-<preset>-<model>-<data>)")
     return parser
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
+    p.add_argument("--preset", help=f"recipe preset: {', '.join(list_presets())} (default fmnist-cpu)")
+    p.add_argument("--config", help="a YAML file of config fields (applied after the preset)")
+    p.add_argument("--model", help="backbone (plugattn.list_models())")
+    if compare:
+        p.add_argument("--attention", required=True, help="comma-separated modules, 'none' for the baseline")
+    else:
+        p.add_argument("--attention", help="attention module (plugattn.list_attention()) or 'none'")
+    p.add_argument("--data", help="dataset (plugattn.data.list_datasets())")
+    p.add_argument("--data-dir", help="dataset root (default: $PLUGATTN_DATA or the dataset's places)")
+    p.add_argument("--download", action="store_true", default=None, help="download the dataset if absent")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, dest="num_workers", help="decoding worker processes")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="any config field (YAML value)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+
+
+RECIPE_FLAGS = ("model", "data", "data_dir", "download", "epochs", "batch_size", "lr", "seed", "amp",
+                "channels_last", "compile", "device", "num_workers", "threads")  # fmt: skip
+
+
+def _overrides(args: argparse.Namespace, *, with_attention: bool) -> dict[str, Any]:
+    import yaml
+
+    out = {k: getattr(args, k) for k in RECIPE_FLAGS}
+    if with_attention:
+        out["attention"] = args.attention
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _config(args: argparse.Namespace, *, with_attention: bool):
+    preset = args.preset if args.preset or args.config else "fmnist-cpu"
+    return resolve_config(preset, args.config, _overrides(args, with_attention=with_attention)), preset
+
+
+def _default_name(cfg, preset: str | None) -> str:
+    return f"{preset or 'custom'}-{cfg.model}-{cfg.attention or 'none'}-seed{cfg.seed}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from plugattn import runner
+
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ValueError(f"--stop-after must be >= 1, got {args.stop_after}")
+    cfg, preset = _config(args, with_attention=True)
+    out = Path(args.out) if args.out else Path("runs") / _default_name(cfg, preset)
+    last = runner.train(
+        cfg, out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress
+    )
+    if last:
+        print(f"{out}: epoch {last['epoch']}/{cfg.epochs}, test top-1 {last['test_top1']:.2f}%")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from plugattn import runner
+
+    r = runner.evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        split=args.split,
+        out=args.out,
+        device=args.device,
+    )
+    print(
+        f"{r['data']}/{r['split']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  ({r['samples']} images)"
+    )
+    for name, acc in r["per_class"].items():
+        print(f"  {name:>20}  {acc:6.2f}%")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from plugattn.compare import compare
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    attentions = [a.strip().lower() for a in args.attention.split(",") if a.strip()]
+    for a in attentions:
+        if a != "none":
+            attention_entry(a)  # unknown names fail before any training
+    cfg, preset = _config(args, with_attention=False)
+    out = (
+        Path(args.out) if args.out else Path("runs") / f"compare-{preset or 'custom'}-{cfg.model}-{cfg.data}"
+    )
+    compare(cfg, attentions, list(range(args.seeds)), out, progress=not args.no_progress)
+    return 0
 
 
 def _check_positive(parser: argparse.ArgumentParser, name: str, value: int) -> None:
@@ -71,15 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     command = args.command or "list"
-    if command == "list":
-        channels = getattr(args, "channels", 64)
-        size = getattr(args, "size", 14)
-        batch = getattr(args, "batch", 2)
-        for name, value in (("channels", channels), ("size", size), ("batch", batch)):
-            _check_positive(parser, name, value)
-        return 1 if cmd_list(channels, size, batch) else 0
-    parser.error(f"unknown command {command!r}")  # pragma: no cover - argparse rejects it first
-    return 2
+    try:
+        if command == "list":
+            channels = getattr(args, "channels", 256)
+            size = getattr(args, "size", 14)
+            batch = getattr(args, "batch", 2)
+            for name, value in (("channels", channels), ("size", size), ("batch", batch)):
+                _check_positive(parser, name, value)
+            return 1 if cmd_list(channels, size, batch) else 0
+        return {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare}[command](args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError) as err:
+        # The user's input was wrong (or the data): one clear line, no traceback.
+        print(f"plugattn {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"plugattn {command}: interrupted (a run resumes with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,205 @@
+"""Training recipes: one config dataclass, named presets, YAML files and flag overrides.
+
+Resolution order (later wins): the dataclass defaults → the preset → a YAML file → explicit flags.
+The resolved config is saved beside the results (``config.yaml``), so every number can be traced to
+the exact recipe that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugattn._checks import check_choice, check_float, check_int
+
+__all__ = ["PRESETS", "TrainConfig", "list_presets", "load_yaml", "resolve_config"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Units in the comments."""
+
+    # model = backbone + attention
+    model: str = "resnet20"
+    attention: str | None = "ham"
+    attention_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"small_stem": true}
+    # data
+    data: str = "fashion-mnist"
+    data_dir: str | None = None  # None: $PLUGATTN_DATA or the dataset's default places
+    data_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"split_mode": "ham"} for stl10
+    download: bool = False
+    augment: dict[str, Any] = field(default_factory=lambda: {"pad": 4, "flip": True})
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 128  # global: split over the processes under torchrun
+    eval_batch_size: int = 500
+    optimizer: str = "sgd"
+    lr: float = 0.1  # base learning rate, for the global batch
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "step"  # step | cosine | onecycle | constant
+    milestones: list[float] = field(default_factory=lambda: [60, 120, 160])  # epochs (step schedule)
+    gamma: float = 0.2  # lr factor at each milestone
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+    label_smoothing: float = 0.0
+    zero_init_residual: bool = False
+    # execution
+    amp: str = "none"  # none | bf16 | fp16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 0  # decoding workers (image folders)
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    seed: int = 0
+
+    def validate(self) -> TrainConfig:
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_float("lr", self.lr, low=0, low_open=True)
+        check_float("weight_decay", self.weight_decay, low=0)
+        check_float("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
+        check_float("warmup_epochs", self.warmup_epochs, low=0)
+        check_choice("amp", self.amp, ("none", "bf16", "fp16"))
+        check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        check_choice("schedule", self.schedule, ("step", "cosine", "onecycle", "constant"))
+        check_int("seed", self.seed, minimum=0)
+        check_int("num_workers", self.num_workers, minimum=0)
+        if self.threads is not None:
+            check_int("threads", self.threads, minimum=1)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Exactly the config saved by :meth:`to_dict` (``None`` values kept, unlike flag overrides)."""
+        cfg = cls()
+        _apply(cfg, data, "saved config")
+        return cfg.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # HAM paper, CIFAR: SGD 0.9, wd 5e-4, batch 128, lr 0.1 / 5 at 60/120/160, 200 epochs, pad-4 + flip.
+    "ham-cifar": {
+        "data": "cifar10",
+        "epochs": 200,
+        "batch_size": 128,
+        "lr": 0.1,
+        "schedule": "step",
+        "milestones": [60, 120, 160],
+        "gamma": 0.2,
+        "weight_decay": 5e-4,
+        "augment": {"pad": 4, "flip": True},
+    },
+    # HAM paper, STL-10: as above with batch 64, pad 12, the 9,100/3,900 re-split, 96x96.
+    "ham-stl10": {
+        "data": "stl10",
+        "data_options": {"split_mode": "ham"},
+        "model": "resnet18",
+        "model_kwargs": {"small_stem": True},
+        "epochs": 200,
+        "batch_size": 64,
+        "lr": 0.1,
+        "schedule": "step",
+        "milestones": [60, 120, 160],
+        "gamma": 0.2,
+        "weight_decay": 5e-4,
+        "augment": {"pad": 12, "flip": True},
+    },
+    # SCSA official config: ResNet-50, SGD lr 0.05 batch 128 wd 1e-4, 100 epochs, x0.1 at 30/60/90,
+    # RandomResizedCrop 224 + flip; test resize 256 -> centre 224.
+    "scsa-imagenet": {
+        "data": "imagefolder",
+        "model": "resnet50",
+        "attention": "scsa",
+        "epochs": 100,
+        "batch_size": 128,
+        "lr": 0.05,
+        "weight_decay": 1e-4,
+        "schedule": "step",
+        "milestones": [30, 60, 90],
+        "gamma": 0.1,
+        "augment": {"size": 224, "resize": 256, "flip": True},
+        "num_workers": 8,
+    },
+    # Short CPU recipe: ResNet-20 + HAM on Fashion-MNIST in minutes on two cores (bf16 autocast and
+    # channels_last use the CPU's bf16 units; one-cycle converges in few epochs).
+    "fmnist-cpu": {
+        "data": "fashion-mnist",
+        "model": "resnet20",
+        "attention": "ham",
+        "epochs": 8,
+        "batch_size": 128,
+        "lr": 0.2,
+        "schedule": "onecycle",
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "augment": {"pad": 2, "flip": True},
+        "amp": "bf16",
+        "channels_last": True,
+    },
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file of config fields (needs PyYAML: ``pip install plugattn[train]``)."""
+    try:
+        import yaml
+    except ImportError as err:  # pragma: no cover - the train extra installs it
+        raise ValueError("reading a YAML config needs PyYAML: pip install 'plugattn[train]'") from err
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {str(path)!r} must hold a mapping of fields, got {type(data).__name__}"
+        )
+    return data
+
+
+def _apply(cfg: TrainConfig, updates: dict[str, Any], source: str) -> None:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in updates.items():
+        key = key.replace("-", "_")
+        if key not in names:
+            raise ValueError(f"{source}: unknown config field {key!r}; fields: {', '.join(sorted(names))}")
+        if key == "betas" and value is not None:
+            value = tuple(value)
+        setattr(cfg, key, value)
+
+
+def resolve_config(
+    preset: str | None = None, yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then ``preset``, then the YAML file, then ``overrides`` (``None`` values ignored)."""
+    cfg = TrainConfig()
+    if preset is not None:
+        check_choice("preset", preset, list_presets())
+        _apply(cfg, PRESETS[preset], f"preset {preset!r}")
+    if yaml_path is not None:
+        _apply(cfg, load_yaml(yaml_path), str(yaml_path))
+    _apply(cfg, {k: v for k, v in (overrides or {}).items() if v is not None}, "flags")
+    if isinstance(cfg.attention, str) and cfg.attention.lower() == "none":
+        cfg.attention = None
+    return cfg.validate()
