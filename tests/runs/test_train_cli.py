@@ -1,0 +1,209 @@
+"""Whole runs on synthetic data: exact resume, kill -9, bad input, eval, compare, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import plugattn
+from plugattn import cli, runner
+from plugattn.engine.config import resolve_config
+
+# A tiny, fast recipe: ResNet-20 + HAM on 64 synthetic 16x16 images.
+SMALL = {
+    "data": "synthetic",
+    "data_options": {"num_samples": 64, "image_size": 16, "num_classes": 4, "in_chans": 3},
+    "model": "resnet20",
+    "attention": "ham",
+    "epochs": 2,
+    "batch_size": 16,
+    "eval_batch_size": 32,
+    "lr": 0.05,
+    "schedule": "cosine",
+    "warmup_epochs": 0.5,
+    "augment": {"pad": 2, "flip": True},
+    "threads": 1,
+}
+SMALL_FLAGS = [
+    "--data", "synthetic", "--model", "resnet20", "--attention", "ham", "--batch-size", "16", "--lr", "0.05",
+    "--threads", "1", "--set", "data_options={num_samples: 64, image_size: 16, num_classes: 4}",
+    "--set", "eval_batch_size=32", "--set", "schedule=cosine", "--no-progress",
+]  # fmt: skip
+RESULT_KEYS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr")
+
+
+def cfg(**extra):
+    return resolve_config(overrides={**SMALL, **extra})
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_results(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert {k: x[k] for k in RESULT_KEYS} == {k: y[k] for k in RESULT_KEYS}
+
+
+def test_resume_is_exact(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    runner.train(cfg(), straight, progress=False, log=lambda *_: None)
+    runner.train(cfg(), split, stop_after=1, progress=False, log=lambda *_: None)
+    assert len(metrics(split)) == 1 and not (split / "done").exists()
+    runner.train(cfg(), split, resume=True, progress=False, log=lambda *_: None)
+    same_results(metrics(straight), metrics(split))
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(split / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert (split / "done").exists()
+    for key in ("metrics.jsonl", "config.yaml", "env.json", "last.pt"):
+        assert (straight / key).is_file()
+    line = metrics(straight)[-1]
+    assert {"epoch", "train_loss", "test_top1", "lr", "images_per_s"} <= set(line)
+
+
+def test_loaded_model_reproduces_the_logged_accuracy(tmp_path):
+    run = tmp_path / "run"
+    runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    model = plugattn.load_model(run)
+    assert not model.training
+    result = runner.evaluate_checkpoint(run, out=tmp_path / "eval")
+    assert result["top1"] == pytest.approx(metrics(run)[-1]["test_top1"])
+    assert (tmp_path / "eval" / "confusion.csv").read_text().startswith("true \\ predicted,")
+    assert len((tmp_path / "eval" / "per_class.csv").read_text().splitlines()) == 5
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a run; pass --resume"):
+        runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"started with another config \(lr: 0.05 -> 0.1\)"):
+        runner.train(cfg(epochs=1, lr=0.1), run, resume=True, progress=False, log=lambda *_: None)
+    assert (run / "last.pt").read_bytes() == before
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "plugattn", *args], capture_output=True, text=True, env=env, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["train", "--model", "resnet21"], r"model|resnet21"),
+        (["train", "--attention", "hma"], r"attention must be one of"),
+        (["train", "--data", "mnist-ish"], r"mnist-ish"),
+        (["train", "--epochs", "-1"], r"epochs must be >= 1, got -1"),
+        (["train", "--data", "cifar10", "--data-dir", "/nonexistent/place"], r"/nonexistent/place"),
+        (["eval", "--checkpoint", "/nonexistent/last.pt"], r"does not exist"),
+        (["compare", "--attention", "ham,nope"], r"attention must be one of"),
+        (["train", "--set", "epochs"], r"--set expects FIELD=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, match, tmp_path):
+    proc = _cli([*args, "--out", str(tmp_path / "o")] if args[0] != "eval" else args, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"plugattn {args[0]}: error:"), proc.stderr
+    import re
+
+    assert re.search(match, lines[0]), lines[0]
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
+    run = tmp_path / "run"
+    runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    code = cli.main(["eval", "--checkpoint", str(run), "--data", "synthetic"])  # same classes: fine
+    assert code == 0
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["config"]["attention"] = "se"
+    torch.save(ckpt, tmp_path / "wrong.pt")
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "wrong.pt")]) == 2
+
+
+def test_kill_9_then_resume_completes(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", *SMALL_FLAGS, "--epochs", "6", "--out", str(run)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plugattn", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere in a later epoch, maybe mid-write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "last.pt").exists(), proc.stdout.read().decode()
+    done_before = len(metrics(run))
+    assert done_before < 6
+    resumed = _cli(["train", *SMALL_FLAGS, "--epochs", "6", "--out", str(run), "--resume"], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [m["epoch"] for m in metrics(run)] == [1, 2, 3, 4, 5, 6]
+    assert (run / "done").exists()
+    assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
+    straight = tmp_path / "straight"
+    full = _cli(["train", *SMALL_FLAGS, "--epochs", "6", "--out", str(straight)], timeout=300)
+    assert full.returncode == 0, full.stderr
+    same_results(metrics(straight), metrics(run))
+
+
+def test_compare_grid_resumes_and_summarises(tmp_path):
+    out = tmp_path / "grid"
+    flags = [
+        "compare",
+        *[f for f in SMALL_FLAGS if f != "--attention" and f != "ham"],
+        "--attention",
+        "none,ham",
+    ]
+    flags += ["--epochs", "1", "--seeds", "2", "--out", str(out)]
+    first = _cli(flags, timeout=600)
+    assert first.returncode == 0, first.stderr
+    summary = (out / "summary.md").read_text()
+    assert "| none |" in summary and "| ham |" in summary and "±" in summary
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("attention,runs,top1_mean,top1_std,params,mflops,latency_ms")
+    assert (out / "accuracy_vs_cost.png").stat().st_size > 1000
+    again = _cli(flags, timeout=600)
+    assert again.stdout.count("done, skipped") == 4
+
+
+def test_torchrun_two_processes_agree_with_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = ["-m", "plugattn", "train", *SMALL_FLAGS, "--epochs", "2", "--set", "amp=none"]
+    single = subprocess.run(
+        [sys.executable, *base, "--out", str(one)], capture_output=True, text=True, timeout=600
+    )
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    multi = subprocess.run([*torchrun, *base, "--out", str(two)], capture_output=True, text=True, timeout=600)
+    assert multi.returncode == 0, multi.stderr
+    # Rank 0 alone writes: one line per epoch, one checkpoint.
+    assert [m["epoch"] for m in metrics(two)] == [1, 2]
+    a, b = metrics(one), metrics(two)
+    # The same global batches; on CPU each process normalises with its own half-batch statistics
+    # (SyncBatchNorm is CUDA-only) and draws its own augmentation, so agreement is close, not exact.
+    for x, y in zip(a, b, strict=True):
+        assert abs(x["train_loss"] - y["train_loss"]) < 0.05, (x, y)
+        assert x["lr"] == pytest.approx(y["lr"])
+    # Evaluation counts all 64 test images once across the two ranks: top-1 is a multiple of 1/64.
+    assert (b[-1]["test_top1"] * 64 / 100) == pytest.approx(round(b[-1]["test_top1"] * 64 / 100))
+    assert abs(a[-1]["test_top1"] - b[-1]["test_top1"]) <= 15
