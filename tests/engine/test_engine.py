@@ -99,6 +99,9 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))  # the old one, intact
     assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
 
 
 def test_load_checkpoint_errors(tmp_path):
