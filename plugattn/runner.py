@@ -195,26 +195,21 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     train_set, test_set = _datasets(cfg)
-    train_loader = create_loader(
-        train_set,
-        batch_size=cfg.batch_size // dist.world_size,
-        train=True,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        num_workers=cfg.num_workers,
-    )
-    test_loader = create_loader(
-        test_set,
-        batch_size=cfg.eval_batch_size,
-        train=False,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        num_workers=cfg.num_workers,
-    )
+
+    def loader(dataset, *, train: bool, batch_size: int):
+        return create_loader(
+            dataset,
+            batch_size=batch_size,
+            train=train,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            num_workers=cfg.num_workers,
+        )
+
+    train_loader = loader(train_set, train=True, batch_size=cfg.batch_size // dist.world_size)
+    test_loader = loader(test_set, train=False, batch_size=cfg.eval_batch_size)
     num_classes = len(train_set.classes)
     model = _build_model(cfg, num_classes, train_set.in_chans).to(device)
     if cfg.channels_last:

@@ -163,7 +163,10 @@ def _options(fn: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-_GET = "pass download=True (or set PLUGATTN_MIRROR to a mirror), or put the files there by hand"
+_GET = (
+    "pass download=True (--download on the command line; PLUGATTN_MIRROR for a mirror), "
+    "or put the files there by hand"
+)
 
 register_dataset(
     DatasetEntry(
