@@ -84,22 +84,28 @@ def plot_confusion(
 
 
 def plot_accuracy_vs_cost(
-    rows: Sequence[dict[str, Any]], path: str | Path, *, cost: str, cost_label: str, title: str
+    rows: Sequence[dict[str, Any]], path: str | Path, *, costs: Sequence[tuple[str, str]], title: str
 ) -> Path | None:
-    """Mean top-1 (± std as error bars) against a cost column, one labelled point per module."""
+    """Mean top-1 (± std as error bars) against each ``(column, label)`` cost, one panel per cost and one
+    labelled point per module."""
     plt = _pyplot()
     if plt is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for r in rows:
-        ax.errorbar(r[cost], r["top1_mean"], yerr=r["top1_std"], fmt="o", capsize=3)
-        ax.annotate(
-            r["attention"], (r[cost], r["top1_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
-    ax.set_xlabel(cost_label)
-    ax.set_ylabel("test top-1 (%), mean ± std over seeds")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.4), squeeze=False)
+    for ax, (cost, label) in zip(axes[0], costs, strict=True):
+        for r in rows:
+            ax.errorbar(r[cost], r["top1_mean"], yerr=r["top1_std"], fmt="o", capsize=3)
+            ax.annotate(
+                r["attention"],
+                (r[cost], r["top1_mean"]),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=8,
+            )
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test top-1 (%), mean ± std over seeds")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
