@@ -98,6 +98,79 @@ class HAMSpatial(nn.Module):
         return self.gate(F.relu(s))
 
 
+class _GroupDescriptors(torch.autograd.Function):
+    """HAM's two spatial descriptors from ``x`` and the groups' per-channel weights (Eq. 7).
+
+    ``d_i = [Σ_c x·w_i / n_i ; max_c x·w_i]`` for ``w_1 = a_c·m1``, ``w_2 = a_c·(1 - m1)``. The backward is
+    written out: the mean's gradient is an outer product, the max's a scatter at the arg-max, and the
+    weights' gradients are batched matrix products, so ``F1``/``F2`` are neither kept nor re-read.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, w2, n1: int, n2: int):  # noqa: ANN001, ANN205
+        b, c, h, w = x.shape
+        outs, idxs = [], []
+        for wi, ni in ((w1, n1), (w2, n2)):
+            f = x * wi[:, :, None, None]  # (B, C, H, W), freed after this iteration
+            mx, idx = f.max(dim=1, keepdim=True)  # (B, 1, H, W)
+            outs.append(torch.cat((f.sum(dim=1, keepdim=True) / ni, mx), dim=1))  # (B, 2, H, W)
+            idxs.append(idx)
+        ctx.save_for_backward(x, w1, w2, *idxs)
+        ctx.n = (n1, n2)
+        return outs[0], outs[1]
+
+    @staticmethod
+    def backward(ctx, g1, g2):  # noqa: ANN001, ANN205
+        x, w1, w2, i1, i2 = ctx.saved_tensors
+        b, c, h, w = x.shape
+        dtype = torch.promote_types(x.dtype, w1.dtype)
+        xf = x.to(dtype).reshape(b, c, h * w)  # (B, C, HW)
+        grad_x = x.new_zeros(x.shape, dtype=dtype) if ctx.needs_input_grad[0] else None
+        grads_w = []
+        for wi, gi, idx, ni in ((w1, g1, i1, ctx.n[0]), (w2, g2, i2, ctx.n[1])):
+            wi, gi = wi.to(dtype), gi.to(dtype)
+            g_avg = gi[:, 0:1] / ni  # (B, 1, H, W): reaches every channel of the group's F
+            g_max = gi[:, 1:2]  # (B, 1, H, W): reaches the arg-max channel only
+            # dL/dw_i[b, c] = Σ_hw x·(g_avg + [c = idx]·g_max)
+            gw = torch.bmm(xf, g_avg.reshape(b, h * w, 1)).squeeze(2)  # (B, C)
+            gw = gw.scatter_add(1, idx.reshape(b, -1), (x.to(dtype).gather(1, idx) * g_max).reshape(b, -1))
+            grads_w.append(gw)
+            if grad_x is not None:
+                grad_x.addcmul_(wi[:, :, None, None], g_avg)
+                w_at_max = wi.gather(1, idx.reshape(b, -1)).reshape_as(g_max)  # w_i at the arg-max
+                grad_x.scatter_add_(1, idx, w_at_max * g_max)
+        return grad_x, grads_w[0], grads_w[1], None, None
+
+
+class _Recombine(torch.autograd.Function):
+    """HAM's output ``F'' = x·(w_1 ⊗ a_s1 + w_2 ⊗ a_s2)`` (Eq. 10 with F_i = x·w_i).
+
+    Keeps only ``x``, the weights and the two maps for the backward (autograd would keep F1 and F2),
+    and computes the maps' and weights' gradients as batched matrix products over ``g·x``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, w2, a1, a2):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, w1, w2, a1, a2)
+        gate = torch.addcmul(w1[:, :, None, None] * a1, w2[:, :, None, None], a2)  # (B, C, H, W)
+        return x * gate
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, w1, w2, a1, a2 = ctx.saved_tensors
+        b, c, h, w = x.shape
+        dtype = torch.promote_types(torch.promote_types(x.dtype, w1.dtype), a1.dtype)
+        w1, w2, a1, a2, grad = w1.to(dtype), w2.to(dtype), a1.to(dtype), a2.to(dtype), grad.to(dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad * torch.addcmul(w1[:, :, None, None] * a1, w2[:, :, None, None], a2)
+        gx = (grad * x.to(dtype)).reshape(b, c, h * w)  # (B, C, HW)
+        maps = torch.cat((a1, a2), dim=1).reshape(b, 2, h * w)  # (B, 2, HW)
+        grad_w = torch.bmm(gx, maps.transpose(1, 2))  # (B, C, 2): Σ_hw g·x·a_i
+        grad_a = torch.bmm(torch.stack((w1, w2), dim=1), gx).reshape(b, 2, h, w)  # Σ_c g·x·w_i
+        return grad_x, grad_w[:, :, 0], grad_w[:, :, 1], grad_a[:, 0:1], grad_a[:, 1:2]
+
+
 @register_attention("ham", paper="Li et al., Pattern Recognition 2022, HAM")
 class HAM(nn.Module):
     r"""Hybrid Attention Module: channel attention, then channel separation and two spatial maps.
@@ -182,24 +255,15 @@ class HAM(nn.Module):
         # Hard per-sample separation; the mask carries no gradient (it reaches a_c through F').
         top = a_c.detach().topk(self.important_channels, dim=1).indices  # (B, c_im)
         m1 = torch.zeros_like(a_c).scatter_(1, top, 1.0)  # (B, C)
-        # F1 = F'·m1 and F2 = F'·(1 - m1) built straight from x with per-channel weights: one pass
-        # over the map each, and bitwise the same values as masking F' = x·a_c.
+        # F1 = F'·m1 = x·w1 and F2 = F'·(1 - m1) = x·w2 with per-channel weights w1 = a_c·m1 and
+        # w2 = a_c·(1 - m1): the same values as masking F' = x·a_c, without materialising F'.
         w1 = a_c * m1
         w2 = a_c - w1  # a_c where m1 = 0, exactly 0 where m1 = 1
-        f1 = x * w1[:, :, None, None]  # (B, C, H, W)
-        f2 = x * w2[:, :, None, None]  # (B, C, H, W)
-        # max(dim) rather than amax: the same values, and a backward that scatters to the arg-max
-        # instead of building a tie mask over the whole map (only exact ties differ).
-        d1 = torch.cat(
-            (f1.sum(dim=1, keepdim=True) / self.important_channels, f1.max(dim=1, keepdim=True).values),
-            dim=1,
-        )  # (B, 2, H, W)
-        d2 = torch.cat(
-            (f2.sum(dim=1, keepdim=True) / self.subimportant_channels, f2.max(dim=1, keepdim=True).values),
-            dim=1,
-        )  # (B, 2, H, W)
+        d1, d2 = _GroupDescriptors.apply(
+            x, w1, w2, self.important_channels, self.subimportant_channels
+        )  # (B, 2, H, W) each
         a_s = self.spatial(d1, d2)  # (B, 2, H, W)
-        return torch.addcmul(f1 * a_s[:, 0:1], f2, a_s[:, 1:2])
+        return _Recombine.apply(x, w1, w2, a_s[:, 0:1], a_s[:, 1:2])
 
     def extra_repr(self) -> str:
         return (
