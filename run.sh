@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The two commands of the README, each complete on a fresh machine:
-#   bash run.sh         installs plugattn (CPU torch pinned) and runs the main job
+#   bash run.sh         installs plugattn (CPU torch pinned) and Fashion-MNIST, then runs the main job:
+#                       ResNet-20 + HAM on Fashion-MNIST with the short CPU recipe (runs/main; a second
+#                       call resumes or reports the finished run)
 #   bash run.sh test    installs the dev extras, lints, and runs the test suite (what CI runs)
 # Extra arguments after `test` go to pytest (e.g. `bash run.sh test -m slow`).
 set -euo pipefail
@@ -15,8 +17,21 @@ install() {
 
 case "${1:-main}" in
     main)
-        install ""
-        exec "$PY" -m plugattn list
+        install "[train]"
+        fetch=()
+        fmnist=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+        if [ -z "${PLUGATTN_DATA:-}" ] && [ ! -f "$fmnist" ]; then
+            # Debian packages the dataset; without apt (or root) the data room downloads it and
+            # verifies its checksums.
+            if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+                apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+                    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } \
+                    || fetch=(--download)
+            else
+                fetch=(--download)
+            fi
+        fi
+        exec "$PY" -m plugattn train --out runs/main --resume "${fetch[@]}"
         ;;
     test)
         shift
