@@ -132,7 +132,8 @@ def _progress_bar(total: int, initial: int, enabled: bool):
         from tqdm.auto import tqdm
     except ImportError:  # the progress bar is an extra; the epoch lines still report progress
         return None
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
+    # disable=None: tqdm's own rule, no bar when stderr is not a terminal (logs keep the epoch lines).
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False, disable=None)
 
 
 def train(
