@@ -31,7 +31,7 @@ from plugattn.attention import attention_entry
 from plugattn.data import create_dataset, create_loader
 from plugattn.engine.checkpoint import atomic_save, capture_rng, load_checkpoint, restore_rng
 from plugattn.engine.config import TrainConfig
-from plugattn.engine.distributed import DistInfo, cleanup, init_distributed
+from plugattn.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from plugattn.engine.optim import build_optimizer, build_scheduler
 from plugattn.engine.train import evaluate, train_one_epoch
 from plugattn.models import create_model, model_entry
@@ -161,7 +161,12 @@ def train(
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        return _train(cfg, out, device, dist, resume, stop_after, progress, log)
+        result = _train(cfg, out, device, dist, resume, stop_after, progress, log)
+        # Leave together: a rank that tears its gloo threads down while rank 0 is still writing its
+        # checkpoint can abort ("terminate called without an active exception"). Only on success: after
+        # an error the others would wait here for ever.
+        barrier(dist)
+        return result
     finally:
         cleanup(dist)
 

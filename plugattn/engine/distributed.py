@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "cleanup", "init_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op for one process)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:
