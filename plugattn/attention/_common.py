@@ -78,3 +78,28 @@ def make_layer(name: str, layer: LayerFactory) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise ValueError(f"{name}={layer!r} returned {type(module).__name__}, not an nn.Module")
     return module
+
+
+class ConvNormGate(nn.Module):
+    """``gate(BN(Conv2d(2, 1, k, no bias)(d)))`` on a two-map descriptor ``d`` of shape ``(B, 2, P, Q)``.
+
+    The authors' BasicConv as CBAM's spatial gate and triplet attention's branches use it: BatchNorm
+    with eps 1e-5 and momentum 0.01 (torch's default momentum is 0.1). Returns ``(B, 1, P, Q)``.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int = 7,
+        *,
+        gate_layer: LayerFactory = nn.Sigmoid,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory)
+        self.gate = make_layer("gate_layer", gate_layer)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.bn(self.conv(d)))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import LayerFactory, make_layer, reduced_channels
+from plugattn.attention._common import ConvNormGate, LayerFactory, make_layer, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["CBAM", "CBAMChannel", "CBAMSpatial"]
@@ -46,30 +46,15 @@ class CBAMChannel(nn.Module):
         return self.gate(m_avg + m_max)
 
 
-class CBAMSpatial(nn.Module):
+class CBAMSpatial(ConvNormGate):
     """CBAM's spatial submodule: ``[max; mean]`` over channels → conv k×k (2→1, no bias) → BN → gate.
 
     ``forward`` returns the spatial map ``M_s`` of shape ``(B, 1, H, W)``; the caller rescales.
     """
 
-    def __init__(
-        self,
-        kernel_size: int = 7,
-        *,
-        gate_layer: LayerFactory = nn.Sigmoid,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
-        # eps and momentum of the authors' BasicConv (momentum 0.01, not torch's default 0.1).
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory)
-        self.gate = make_layer("gate_layer", gate_layer)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)  # (B, 2, H, W)
-        return self.gate(self.bn(self.conv(d)))  # (B, 1, H, W)
+        return super().forward(d)  # (B, 1, H, W)
 
 
 @register_attention("cbam", paper="Woo et al., ECCV 2018, CBAM")

@@ -11,34 +11,18 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
+from plugattn.attention._common import ConvNormGate
 from plugattn.attention.registry import register_attention
 
 __all__ = ["TripletAttention", "TripletBranch"]
 
 
-class TripletBranch(nn.Module):
+class TripletBranch(ConvNormGate):
     """One branch: Z-pool → ``Conv2d(2, 1, k, no bias)`` → BatchNorm → sigmoid.
 
     ``forward(z)`` takes the Z-pooled descriptor ``(B, 2, P, Q)`` (max first, then mean, as the authors'
     ``ChannelPool``) and returns the attention map ``(B, 1, P, Q)``; the caller rotates it back.
     """
-
-    def __init__(
-        self,
-        kernel_size: int = 7,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
-        # eps/momentum of the authors' BasicConv (momentum 0.01 where torch defaults to 0.1).
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory)
-        self.gate = nn.Sigmoid()
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.gate(self.bn(self.conv(z)))
 
 
 def _z_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
