@@ -29,7 +29,13 @@ from torch import nn
 import plugattn
 from plugattn.attention import attention_entry
 from plugattn.data import create_dataset, create_loader
-from plugattn.engine.checkpoint import atomic_save, capture_rng, load_checkpoint, restore_rng
+from plugattn.engine.checkpoint import (
+    atomic_save,
+    capture_rng,
+    load_checkpoint,
+    remove_stale_temps,
+    restore_rng,
+)
 from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from plugattn.engine.optim import build_optimizer, build_scheduler
@@ -269,6 +275,7 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
     }
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(ckpt_path)  # a writer killed mid-save leaves its temp file behind
         _write_yaml(out / "config.yaml", cfg.to_dict())
         (out / "env.json").write_text(json.dumps(environment(device, dist), indent=2))
         # The checkpoint is the record: rebuild the log from it (drops an epoch logged after it).

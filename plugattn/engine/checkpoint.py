@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "capture_rng", "load_checkpoint", "restore_rng"]
+__all__ = ["atomic_save", "capture_rng", "load_checkpoint", "remove_stale_temps", "restore_rng"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -38,6 +38,16 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temporary files that :func:`atomic_save` left for ``path`` when its process was killed
+    mid-write (``.NAME.*.tmp`` beside it); the checkpoint itself is never touched. Returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn.engine import atomic_save, build_optimizer, build_scheduler, evaluate, load_checkpoint
-from plugattn.engine.checkpoint import capture_rng, restore_rng
+from plugattn.engine.checkpoint import capture_rng, remove_stale_temps, restore_rng
 from plugattn.engine.config import PRESETS, TrainConfig, resolve_config
 from plugattn.engine.optim import lr_multiplier
 
@@ -102,6 +102,17 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    path = tmp_path / "last.pt"
+    atomic_save({"model": {}, "config": {}}, path)
+    stale = tmp_path / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.tmp"
+    other.write_text("not ours")
+    assert remove_stale_temps(path) == [stale]
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "notes.tmp"]
 
 
 def test_load_checkpoint_errors(tmp_path):
