@@ -49,9 +49,10 @@ def reduced_channels(
     rounds up to a multiple of 8, which silently turns a 16× reduction into 2× at CIFAR widths.)
     """
     check_int("channels", channels, minimum=1)
+    # rd_ratio is validated even when rd_channels overrides it, so a module needs no check of its own.
+    check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
     if rd_channels is not None:
         return check_int("rd_channels", rd_channels, minimum=1)
-    check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
     # The epsilon keeps ratios such as 1/3 from flooring 48 * (1/3) = 15.999... down to 15.
     return max(min_channels, int(channels * rd_ratio + 1e-9))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plugattn._checks import check_float, check_int
+from plugattn._checks import check_int
 from plugattn.attention._common import LayerFactory, make_layer, reduced_channels
 from plugattn.attention.registry import register_attention
 
@@ -70,7 +70,6 @@ class CoordAtt(nn.Module):
     ) -> None:
         super().__init__()
         check_int("channels", channels, minimum=1)
-        check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
         check_int("min_channels", min_channels, minimum=1)
         hidden = reduced_channels(channels, rd_ratio, rd_channels, min_channels=min_channels)
         factory = {"device": device, "dtype": dtype}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plugattn._checks import check_float, check_int
+from plugattn._checks import check_int
 from plugattn.attention._common import ConvNormGate, LayerFactory, make_layer, reduced_channels
 from plugattn.attention.registry import register_attention
 
@@ -107,7 +107,6 @@ class CBAM(nn.Module):
     ) -> None:
         super().__init__()
         check_int("channels", channels, minimum=1)
-        check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         check_int("spatial_kernel_size", spatial_kernel_size, minimum=1, odd=True)
         factory = {"device": device, "dtype": dtype}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plugattn._checks import check_float, check_int
+from plugattn._checks import check_int
 from plugattn.attention._common import LayerFactory, make_layer, reduced_channels
 from plugattn.attention.registry import register_attention
 
@@ -62,7 +62,6 @@ class SE(nn.Module):
     ) -> None:
         super().__init__()
         check_int("channels", channels, minimum=1)
-        check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         factory = {"device": device, "dtype": dtype}
         self.channels = channels
