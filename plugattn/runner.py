@@ -103,8 +103,8 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    kwargs = dict(cfg.model_kwargs)
+def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int, **extra: Any) -> nn.Module:
+    kwargs = {**cfg.model_kwargs, **extra}
     if cfg.attention_kwargs:
         kwargs["attn_kwargs"] = dict(cfg.attention_kwargs)
     if cfg.zero_init_residual:
@@ -182,6 +182,9 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
     model_entry(cfg.model)
     if cfg.attention is not None:
         attention_entry(cfg.attention)
+    # The model's options and the attention's widths too: built on the meta device (no memory, no
+    # time), a bad model_kwargs or attention_kwargs fails before the dataset is read.
+    _build_model(cfg, num_classes=2, in_chans=1, device="meta")
     ckpt_path = out / CHECKPOINT
     ckpt = None
     if resume:
@@ -251,7 +254,8 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
         gamma=cfg.gamma,
         min_lr_ratio=cfg.min_lr_ratio,
     )
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
+    # fp16 gradients underflow without loss scaling, on any device (torch scales on the CPU too).
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
     start_epoch, history = 0, []
     if ckpt is not None:

@@ -25,7 +25,7 @@ class TrainConfig:
     model: str = "resnet20"
     attention: str | None = "ham"
     attention_kwargs: dict[str, Any] = field(default_factory=dict)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"small_stem": true}
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"stem": "small"}
     # data
     data: str = "fashion-mnist"
     data_dir: str | None = None  # None: $PLUGATTN_DATA or the dataset's default places
@@ -109,7 +109,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": "stl10",
         "data_options": {"split_mode": "ham"},
         "model": "resnet18",
-        "model_kwargs": {"small_stem": True},
+        "model_kwargs": {"stem": "small"},  # 3×3 stride-1 stem: 96×96 maps in stage 1
         "epochs": 200,
         "batch_size": 64,
         "lr": 0.1,
