@@ -16,6 +16,8 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # Where the process group's collectives run: NCCL reduces only CUDA tensors, gloo CPU ones.
+    device: str = "cpu"
 
     @property
     def enabled(self) -> bool:
@@ -33,19 +35,25 @@ def init_distributed(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if device.startswith("cuda") else "gloo"
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local)  # before the group exists, so NCCL binds this rank to its GPU
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local)
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=f"cuda:{local}" if cuda else "cpu")
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``t`` over all processes (identity for one process)."""
-    if info.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    """Sum ``t`` over all processes (identity for one process); the result is on ``t``'s device.
+
+    The sum runs on the process group's device (``info.device``): a CPU tensor is copied to the GPU
+    for NCCL and back, since NCCL rejects CPU tensors.
+    """
+    if not info.enabled:
+        return t
+    on_group = t.to(info.device)
+    dist.all_reduce(on_group, op=dist.ReduceOp.SUM)
+    return on_group.to(t.device)
 
 
 def barrier(info: DistInfo) -> None:

@@ -72,6 +72,14 @@ def test_resume_is_exact(tmp_path):
     assert {"epoch", "train_loss", "test_top1", "lr", "images_per_s"} <= set(line)
 
 
+def test_fp16_trains_with_a_loss_scaler_on_the_cpu_too(tmp_path):
+    """fp16 gradients underflow without loss scaling; the scaler was once made for CUDA only."""
+    runner.train(cfg(amp="fp16", epochs=1), tmp_path / "run", progress=False, log=lambda *_: None)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["scaler"] is not None and ckpt["scaler"]["scale"] > 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
 def test_loaded_model_reproduces_the_logged_accuracy(tmp_path):
     run = tmp_path / "run"
     runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
