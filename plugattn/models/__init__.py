@@ -21,6 +21,7 @@ from plugattn.models.blocks import (
     ShortcutA,
     init_weights,
 )
+from plugattn.models.features import FeatureInfo
 from plugattn.models.interop import AttentionPlugin, mmcv_plugin, register_mmcv_plugin
 from plugattn.models.mobilenetv2 import MobileNetV2
 from plugattn.models.placement import POSITIONS
@@ -35,6 +36,7 @@ __all__ = [
     "AttentionPlugin",
     "BasicBlock",
     "Bottleneck",
+    "FeatureInfo",
     "InvertedResidual",
     "MobileNetV2",
     "ModelEntry",

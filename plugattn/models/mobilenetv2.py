@@ -17,6 +17,7 @@ from torch import nn
 from plugattn._checks import check_choice, check_float, check_int
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import InvertedResidual, init_weights
+from plugattn.models.features import FeatureInfo
 from plugattn.models.placement import POSITIONS, check_stages
 from plugattn.models.registry import register_model
 
@@ -119,7 +120,7 @@ class MobileNetV2(nn.Module):
         self.act1 = nn.ReLU6(inplace=True)
 
         reduction = 2
-        self.feature_info: list[dict[str, Any]] = []
+        self.feature_info = FeatureInfo()
         self.stages = nn.Sequential()
         for i, stage in enumerate(specs):
             attn = attention if i in with_attention else None

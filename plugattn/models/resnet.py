@@ -25,6 +25,7 @@ from torch import nn
 from plugattn._checks import check_choice, check_float, check_int
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, init_weights
+from plugattn.models.features import FeatureInfo
 from plugattn.models.placement import POSITIONS, check_stages
 from plugattn.models.registry import register_model
 
@@ -128,7 +129,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
 
         in_chs, reduction = stem_width, 4 if stem == "imagenet" else 1
-        self.feature_info: list[dict[str, Any]] = []
+        self.feature_info = FeatureInfo()
         self._stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(layers)))
         for i, (n, planes) in enumerate(zip(layers, widths, strict=True)):
             stride = 1 if i == 0 else 2

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import pytest
 import torch
 from torch import nn
@@ -16,14 +13,6 @@ from plugattn.models.placement import default_position
 
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def optional_import(name: str) -> ModuleType:
-    """``pytest.importorskip`` that also skips when the import fails for another reason (a broken build)."""
-    try:
-        return importlib.import_module(name)
-    except Exception as err:  # noqa: BLE001 — a broken CUDA build raises OSError/RuntimeError, not ImportError
-        pytest.skip(f"{name} cannot be imported here: {type(err).__name__}: {err}")
 
 
 def skip_unless_fits(model_name: str, attention: str, **model_kwargs) -> None:

@@ -1,9 +1,9 @@
 """Models with torchvision's and timm's structure, built from plain nn modules.
 
-torchvision and timm cannot be imported here, so the retrofit tests use these: the same attribute names,
-the same forward code shape (torchvision's shared ``relu`` and in-place ``out += identity``; timm's
-``act1/act2/act3``, ``se`` hook that is ``None`` when empty, ``drop_block``/``aa`` layers) and the same
-parameter counts (checked in the tests against torchvision's published numbers).
+The core environment has neither torchvision nor timm, so its retrofit tests use these; tests/interop
+checks them against the real libraries. They have the same attribute names, the same forward code shape
+(torchvision's shared ``relu`` and in-place ``out += identity``; timm's ``act1/act2/act3``, ``se`` hook
+that is ``None`` when empty, ``drop_block``/``aa`` layers) and the same parameter counts.
 """
 
 from __future__ import annotations

@@ -127,6 +127,9 @@ def test_features_only(name, size, channels, reductions):
     assert [f["reduction"] for f in model.feature_info] == reductions
     modules = dict(model.named_modules())
     assert all(f["module"] in modules for f in model.feature_info)
+    # timm's accessors, which FPN builders written for timm backbones call
+    assert model.feature_info.channels() == channels and model.feature_info.reduction() == reductions
+    assert model.feature_info.module_name() == [f["module"] for f in model.feature_info]
     assert not hasattr(model, "fc") and not hasattr(model, "classifier")
     with torch.no_grad():
         features = model(torch.randn(1, 3, size, size))

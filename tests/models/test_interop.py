@@ -12,7 +12,6 @@ from torch import nn
 
 import plugattn
 from plugattn.models import AttentionPlugin, mmcv_plugin
-from tests.models.helpers import optional_import, train_step
 
 ATTENTION = plugattn.list_attention()
 
@@ -40,15 +39,6 @@ def test_every_attention_class_is_a_timm_attn_layer(name):
     assert all(p.device.type == "meta" for p in on_meta.parameters())
     x = torch.randn(2, c, 8, 8)
     assert plain.eval()(x).shape == x.shape
-
-
-def test_real_timm_block_args():
-    timm = optional_import("timm")
-    model = timm.create_model(
-        "resnet18", pretrained=False, num_classes=10, block_args={"attn_layer": plugattn.HAM}
-    )
-    assert isinstance(model.layer1[0].se, plugattn.HAM)
-    train_step(model, torch.randn(2, 3, 64, 64), 10)
 
 
 # --- mmcv / mmdet ------------------------------------------------------------------------------------
@@ -95,11 +85,3 @@ def test_mmcv_plugin_errors():
         mmcv_plugin("hma")
     with pytest.raises(ValueError, match=r"in_channels must be >= 1, got 0"):
         mmcv_plugin("ham")(in_channels=0)
-
-
-def test_real_mmcv_plugin():
-    cnn = optional_import("mmcv.cnn")
-    plugin = mmcv_plugin("ham", register=True)
-    name, layer = cnn.build_plugin_layer({"type": "HAMPlugin"}, postfix=2, in_channels=64)
-    assert name == "ham2" and isinstance(layer.attn, plugattn.HAM)
-    assert isinstance(layer, plugin)

@@ -1,5 +1,5 @@
-"""insert_attention: torchvision/timm-structured models (lookalikes here, the real ones when importable)
-and ours, at the same positions as native blocks; errors; state dicts; pickling."""
+"""insert_attention: torchvision/timm-structured models (look-alikes here; the real libraries in
+tests/interop) and ours, at the same positions as native blocks; errors; state dicts; pickling."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 import plugattn
 from plugattn.models import AttentionAfter, AttentionBefore, ResidualBlock, find_blocks
 from tests.models import lookalikes as la
-from tests.models.helpers import count, optional_import, randomize_bn, train_step
+from tests.models.helpers import count, randomize_bn, train_step
 
 SCSA_RESNET50 = 16 * (64 * 3 + 128 * 4 + 256 * 6 + 512 * 3)  # 60,416
 SCSA_MOBILENET_V2 = 114_176
@@ -235,34 +235,3 @@ def test_every_attention_trains_in_a_retrofitted_torchvision_resnet(attention):
     except ValueError as err:
         pytest.skip(f"{attention} does not take ResNet-18's widths: {err}")
     train_step(model, torch.randn(2, 3, 32, 32), 10)
-
-
-# --- the real libraries, when importable ---------------------------------------------------------
-
-
-def test_real_timm_resnet50_scsa():
-    timm = optional_import("timm")
-    model = timm.create_model("resnet50", pretrained=False, num_classes=10)
-    before = count(model)
-    plugattn.insert_attention(model, "scsa")
-    assert count(model) - before == SCSA_RESNET50
-    train_step(model, torch.randn(2, 3, 64, 64), 10)
-
-
-def test_real_torchvision_models():
-    tv = optional_import("torchvision")
-    r50 = tv.models.resnet50(num_classes=10)
-    plugattn.insert_attention(r50, "scsa")
-    assert count(r50) == count(
-        plugattn.create_model("resnet50", attention="scsa", num_classes=10, device="meta")
-    )
-    train_step(r50, torch.randn(2, 3, 64, 64), 10)
-    mnv2 = tv.models.mobilenet_v2()
-    plugattn.insert_attention(mnv2, "scsa")
-    assert count(mnv2) == 3_504_872 + SCSA_MOBILENET_V2
-    plain = tv.models.resnet18().eval()
-    ours = plugattn.create_model("resnet18").eval()
-    ours.load_state_dict(plain.state_dict())
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(plain(x), ours(x))
