@@ -54,7 +54,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA device")
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"device {name!r} was asked for, but torch sees {count} CUDA device(s): cuda:0..{count - 1}"
+        )
+    return device
 
 
 def _git_revision() -> str | None:

@@ -1,5 +1,6 @@
-"""DDP plumbing that only a GPU machine runs for real, checked here with the collectives faked: NCCL
-reduces CUDA tensors only, so the engine's CPU totals must travel to the rank's GPU and back."""
+"""GPU plumbing that only a GPU machine runs for real, checked here with CUDA and the collectives faked:
+NCCL reduces CUDA tensors only, so the engine's CPU totals must travel to the rank's GPU and back; device
+names must name GPUs that exist."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from plugattn.engine import distributed
+from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import DistInfo, all_reduce_sum, init_distributed
+from plugattn.runner import resolve_device
 
 
 class PretendCopies(TorchFunctionMode):
@@ -74,3 +77,38 @@ def test_a_plain_run_needs_no_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **k: pytest.fail("no group"))
     assert init_distributed("cuda") == DistInfo()
+
+
+# --- device names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,count,expected",
+    [
+        ("auto", 2, "cuda"),
+        ("cuda", 2, "cuda"),
+        ("cuda:1", 2, "cuda:1"),
+        ("cpu", 2, "cpu"),
+        ("auto", 0, "cpu"),
+    ],
+)
+def test_device_names_resolve_against_the_gpus_there_are(monkeypatch, name, count, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert resolve_device(name) == torch.device(expected)
+
+
+def test_a_gpu_that_is_not_there_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"device 'cuda:2' was asked for, but torch sees 2 CUDA device\(s\)"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device 'cuda' was asked for, but torch sees no CUDA device"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "cuda:0:1", "mps "])
+def test_config_device_must_be_a_device_name(bad):
+    with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        TrainConfig(device=bad).validate()
