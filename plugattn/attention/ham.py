@@ -9,6 +9,9 @@ Implemented exactly as ``spec/ham.md`` of this project resolves the paper's ambi
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,9 +26,11 @@ __all__ = ["HAM", "HAMChannel", "HAMSpatial", "ham_important_channels"]
 def ham_important_channels(channels: int, separation_rate: float) -> int:
     """Size of HAM's important group: the nearest even of ``separation_rate * channels`` (Eq. 5).
 
-    ``t = int(rate * C)``; ``t`` if even else ``t + 1`` (C=16→10, 64→38, 256→154, 2048→1228 at 0.6).
+    ``t = ⌊rate · C⌋``; ``t`` if even else ``t + 1`` (C=16→10, 64→38, 256→154, 2048→1228 at 0.6).
+    The product is exact: the rate is taken as the decimal it prints as (``0.7`` is 7/10, not the binary
+    float just below it), so λ = 0.7, C = 90 gives ⌊63⌋ → 64, where float arithmetic gives ⌊62.99…⌋ → 62.
     """
-    t = int(separation_rate * channels)
+    t = math.floor(Fraction(repr(float(separation_rate))) * channels)
     return t if t % 2 == 0 else t + 1
 
 

@@ -1,12 +1,19 @@
 """Matrix cases of the two headline modules."""
 
-from plugattn.attention._common import eca_kernel_size
+import math
+
 from tests.attention.cases import Case
+
+
+def _eca_kernel(c: int) -> int:
+    """ECA-Net Eq. 12 as HAM uses it (Eq. 6), γ = 2, b = 1: t = ⌊|(log2 C + 1) / 2|⌋, made odd upwards."""
+    t = int(abs((math.log2(c) + 1) / 2))
+    return t if t % 2 == 1 else t + 1
 
 
 def _ham_params(c: int) -> int:
     # channel conv k + alpha + beta + shared 2->1 7x7 conv + two BatchNorm2d(1) (weight, bias)
-    return eca_kernel_size(c) + 2 + 2 * 7 * 7 + 2 * 2
+    return _eca_kernel(c) + 2 + 2 * 7 * 7 + 2 * 2
 
 
 def _scsa_params(c: int) -> int:

@@ -14,6 +14,8 @@ import plugattn
 from plugattn.attention import EMA, CrissCross, GlobalContext, ShuffleAttention, TripletAttention
 from tests.attention.test_matrix import randomize
 
+NORM_EPS = 1e-5  # every BatchNorm/GroupNorm/LayerNorm in the authors' code keeps PyTorch's default eps
+
 
 def _x(*shape: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -41,7 +43,7 @@ def gc_reference(m: GlobalContext, x: torch.Tensor) -> torch.Tensor:
         alpha = alpha / alpha.sum()
         z = sum(a * p for a, p in zip(alpha, positions, strict=True))  # (C,)
         u = w1 @ z + b1
-        u = (u - u.mean()) / torch.sqrt(u.var(unbiased=False) + norm.eps)
+        u = (u - u.mean()) / torch.sqrt(u.var(unbiased=False) + NORM_EPS)
         u = u * norm.weight.reshape(-1) + norm.bias.reshape(-1)
         t = w2 @ torch.relu(u) + b2  # (C,)
         out.append(xi + t[:, None, None])
@@ -119,7 +121,7 @@ def _branch(branch, z: torch.Tensor, training: bool) -> torch.Tensor:
         mean, var = s.mean(), s.var(unbiased=False)
     else:
         mean, var = bn.running_mean, bn.running_var
-    return torch.sigmoid((s - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias)
+    return torch.sigmoid((s - mean) / torch.sqrt(var + NORM_EPS) * bn.weight + bn.bias)
 
 
 def _zpool(t: torch.Tensor) -> torch.Tensor:
@@ -288,7 +290,7 @@ def ema_reference(m: EMA, x: torch.Tensor) -> torch.Tensor:
             y = xg * a_h[:, :, None] * a_w[:, None, :]
             mu = y.mean(dim=(1, 2), keepdim=True)
             var = y.var(dim=(1, 2), unbiased=False, keepdim=True)
-            x1 = (y - mu) / torch.sqrt(var + m.gn.eps) * m.gn.weight[:, None, None] + m.gn.bias[:, None, None]
+            x1 = (y - mu) / torch.sqrt(var + NORM_EPS) * m.gn.weight[:, None, None] + m.gn.bias[:, None, None]
             x2 = F.conv2d(xg[None], m.conv3x3.weight, m.conv3x3.bias, padding=1)[0]
             s1 = torch.softmax(x1.mean(dim=(1, 2)), dim=0)  # (c,)
             s2 = torch.softmax(x2.mean(dim=(1, 2)), dim=0)
@@ -351,7 +353,7 @@ def sa_reference(m: ShuffleAttention, x: torch.Tensor, shuffle: bool = True) -> 
         parts.append(x0 * torch.sigmoid(per_channel(m.cweight) * s + per_channel(m.cbias)))
         mu = x1.mean(dim=(2, 3), keepdim=True)
         var = x1.var(dim=(2, 3), unbiased=False, keepdim=True)
-        gn = (x1 - mu) / torch.sqrt(var + m.gn.eps) * per_channel(m.gn.weight) + per_channel(m.gn.bias)
+        gn = (x1 - mu) / torch.sqrt(var + NORM_EPS) * per_channel(m.gn.weight) + per_channel(m.gn.bias)
         parts.append(x1 * torch.sigmoid(per_channel(m.sweight) * gn + per_channel(m.sbias)))
     y = torch.cat(parts, dim=1)
     if not shuffle:

@@ -10,24 +10,41 @@ import plugattn
 from plugattn.attention.ham import ham_important_channels
 from tests.attention.test_matrix import randomize
 
+BN_EPS = 1e-5  # spec/ham.md: the two spatial BatchNorms are BatchNorm2d(1) with PyTorch's default eps
+# The separation rates the tests use, as exact fractions p/q (spec/ham.md, Eq. 5: λ = 0.6 by default).
+RATES = {0.6: (3, 5), 0.5: (1, 2), 0.7: (7, 10)}
 
-def ham_reference(m: plugattn.HAM, x: torch.Tensor, training: bool):
+
+def important_size(channels: int, rate: float) -> int:
+    """spec/ham.md, Eq. 5 in integers: t = ⌊p·C / q⌋, rounded up to even."""
+    p, q = RATES[rate]
+    t = p * channels // q
+    return t + t % 2
+
+
+def ham_reference(
+    m: plugattn.HAM, x: torch.Tensor, training: bool, *, rate: float = 0.6, adaptive: bool = True
+):
     """HAM written from the equations, sample by sample and group by group with index lists.
 
     BatchNorm needs the whole batch, so the per-sample loop stops before it and the normalisation is
-    written out by hand (batch statistics in training, running statistics in eval).
+    written out by hand (batch statistics in training, running statistics in eval). ``adaptive=False`` is
+    the paper's "no adaptive" ablation, f_add = ½(f_avg + f_max).
     Returns the output and the maps (a_c per sample, a_s1, a_s2).
     """
     bsz, c, h, w = x.shape
-    c_im = ham_important_channels(c, m.separation_rate)
+    c_im = important_size(c, rate)
     kernel = m.channel.conv.weight.reshape(-1)
     k = kernel.numel()
+    spatial_padding = m.spatial.conv.weight.shape[-1] // 2  # "same" padding of the spatial conv
     pre1, pre2, refined, groups, a_cs = [], [], [], [], []
     for i in range(bsz):
         xi = x[i]  # (C, H, W)
         f_avg = xi.reshape(c, -1).mean(dim=1)
         f_max = xi.reshape(c, -1).max(dim=1).values
-        f_add = 0.5 * (f_avg + f_max) + m.channel.alpha * f_avg + m.channel.beta * f_max
+        f_add = 0.5 * (f_avg + f_max)
+        if adaptive:
+            f_add = f_add + m.channel.alpha * f_avg + m.channel.beta * f_max  # Eq. (2)
         padded = torch.cat([f_add.new_zeros(k // 2), f_add, f_add.new_zeros(k // 2)])
         a_c = torch.sigmoid(torch.stack([(padded[j : j + k] * kernel).sum() for j in range(c)]))
         fi = xi * a_c[:, None, None]
@@ -39,8 +56,8 @@ def ham_reference(m: plugattn.HAM, x: torch.Tensor, training: bool):
             avg = part.sum(dim=0) / len(idx)
             mx = part.max(dim=0).values.clamp(min=0)  # the other group's zeros take part in the max
             descs.append(torch.stack([avg, mx])[None])  # (1, 2, H, W)
-        pre1.append(F.conv2d(descs[0], m.spatial.conv.weight, padding=m.spatial.conv.padding))
-        pre2.append(F.conv2d(descs[1], m.spatial.conv.weight, padding=m.spatial.conv.padding))
+        pre1.append(F.conv2d(descs[0], m.spatial.conv.weight, padding=spatial_padding))
+        pre2.append(F.conv2d(descs[1], m.spatial.conv.weight, padding=spatial_padding))
         refined.append(fi)
         groups.append((imp, sub))
         a_cs.append(a_c)
@@ -50,7 +67,7 @@ def ham_reference(m: plugattn.HAM, x: torch.Tensor, training: bool):
             mean, var = s.mean(), s.var(unbiased=False)
         else:
             mean, var = bn.running_mean, bn.running_var
-        return (s - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+        return (s - mean) / torch.sqrt(var + BN_EPS) * bn.weight + bn.bias
 
     a_s1 = torch.sigmoid(torch.relu(batch_norm(torch.cat(pre1), m.spatial.norm_important)))
     a_s2 = torch.sigmoid(torch.relu(batch_norm(torch.cat(pre2), m.spatial.norm_subimportant)))
@@ -71,6 +88,8 @@ CONFIGS = [
     (128, (2, 6, 7), {}),
     (24, (2, 5, 5), {"separation_rate": 0.5, "spatial_kernel_size": 3}),
     (40, (2, 4, 6), {"channel_kernel_size": 5, "adaptive": True}),
+    (32, (2, 5, 4), {"adaptive": False}),  # the paper's "no adaptive" ablation
+    (90, (2, 3, 4), {"separation_rate": 0.7}),  # 0.7 · 90 = 63 exactly → 64 (float arithmetic: 62)
 ]
 
 
@@ -87,7 +106,8 @@ def test_matches_independent_formulation(channels, shape, kwargs, training):
 
     with plugattn.capture_attention_maps(m) as maps:
         y = m(x)
-    y_ref, a_c, a_s1, a_s2 = ham_reference(ref, x_ref, training)
+    options = {"rate": kwargs.get("separation_rate", 0.6), "adaptive": kwargs.get("adaptive", True)}
+    y_ref, a_c, a_s1, a_s2 = ham_reference(ref, x_ref, training, **options)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
 
     # The maps observable through the gates are the equations' maps.
@@ -128,6 +148,16 @@ def test_running_statistics_follow_batchnorm():
 def test_important_group_size_nearest_even(channels, expected):
     assert ham_important_channels(channels, 0.6) == expected
     assert plugattn.HAM(channels).important_channels == expected
+
+
+@pytest.mark.parametrize("rate,p,q", [(0.1, 1, 10), (0.3, 3, 10), (0.6, 3, 5), (0.7, 7, 10), (0.9, 9, 10)])
+def test_important_group_size_is_exact_for_every_width(rate, p, q):
+    """λ·C without float error: int(0.7 * 90) is 62 in floats, 63 exactly (→ 64); 36 widths ≤ 4096
+    were wrong at 0.7 before the rule used exact arithmetic."""
+    for c in range(1, 4097):
+        t = p * c // q
+        assert ham_important_channels(c, rate) == t + t % 2, c
+    assert ham_important_channels(90, 0.7) == 64
 
 
 @pytest.mark.parametrize("channels,k", [(16, 3), (64, 3), (128, 5), (1024, 5), (2048, 7)])

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 import plugattn
 from tests.attention.test_matrix import randomize
 
+NORM_EPS = 1e-5  # the authors' GroupNorms (norm_h, norm_w, norm) keep PyTorch's default eps
+
 CONV_NAMES = ("local_dwc", "global_dwc_s", "global_dwc_m", "global_dwc_l")
 
 
@@ -34,7 +36,7 @@ def scsa_reference(m: plugattn.SCSA, x: torch.Tensor, window_size: int, mode: st
         grouped = out.reshape(b, 4, -1)
         mean = grouped.mean(dim=2, keepdim=True)
         var = grouped.var(dim=2, unbiased=False, keepdim=True)
-        normed = ((grouped - mean) / torch.sqrt(var + norm.eps)).reshape_as(out)
+        normed = ((grouped - mean) / torch.sqrt(var + NORM_EPS)).reshape_as(out)
         return spatial_gate(normed * norm.weight[:, None] + norm.bias[:, None])
 
     a_h = direction(x.mean(dim=3), m.norm_h)  # (B, C, H)
@@ -53,9 +55,7 @@ def scsa_reference(m: plugattn.SCSA, x: torch.Tensor, window_size: int, mode: st
             pooled[:, :, r, q] = win.amax(dim=2) if mode == "max_pool" and window_size != -1 else win.mean(2)
     n = rows * cols
     flat = pooled.reshape(b, -1)
-    y = (flat - flat.mean(1, keepdim=True)) / torch.sqrt(
-        flat.var(1, unbiased=False, keepdim=True) + m.norm.eps
-    )
+    y = (flat - flat.mean(1, keepdim=True)) / torch.sqrt(flat.var(1, unbiased=False, keepdim=True) + NORM_EPS)
     y = y.reshape(b, c, n) * m.norm.weight[:, None] + m.norm.bias[:, None]
 
     def scale(conv: torch.nn.Conv2d) -> torch.Tensor:
@@ -148,6 +148,18 @@ def test_state_dict_keys_match_the_reference():
     assert sum(p.numel() for p in m.parameters()) == 16 * 64
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     assert shapes["global_dwc_l.weight"] == (16, 1, 9) and shapes["q.weight"] == (64, 1, 1, 1)
+
+
+def test_kernel_sizes_are_the_authors_in_their_order():
+    """The authors' group_kernel_sizes = [3, 5, 7, 9] go to local_dwc, global_dwc_s, _m, _l in that order:
+    a swapped order passes every functional test yet cannot load the authors' checkpoints."""
+    shapes = {k: tuple(v.shape) for k, v in plugattn.SCSA(64).state_dict().items()}
+    assert {n: shapes[f"{n}.weight"] for n in CONV_NAMES} == {
+        "local_dwc": (16, 1, 3),
+        "global_dwc_s": (16, 1, 5),
+        "global_dwc_m": (16, 1, 7),
+        "global_dwc_l": (16, 1, 9),
+    }
     biased = plugattn.SCSA(64, qkv_bias=True).state_dict()
     assert {"q.bias", "k.bias", "v.bias"} <= set(biased)
 
