@@ -11,6 +11,22 @@ from torch import nn
 from plugattn._checks import check_float, check_int
 
 
+def default_groups(channels: int, paper: int, *, per_group: int, argument: str) -> int:
+    """The paper's group count where the width allows it, else the largest count below it that does.
+
+    ``channels`` must split into groups of ``per_group · c`` channels (``c ≥ 1``): the result is the
+    largest ``g ≤ paper`` with ``channels % (per_group · g) == 0`` — ``paper`` itself whenever it fits.
+    Used only when the user gave no value; an explicit value is validated strictly by the module.
+    """
+    for g in range(min(paper, channels // per_group), 0, -1):
+        if channels % (per_group * g) == 0:
+            return g
+    raise ValueError(
+        f"channels={channels} cannot be split into {argument} of {per_group} equal parts "
+        f"(channels must be a multiple of {per_group})"
+    )
+
+
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     """ECA's adaptive kernel size for a 1-D conv across ``channels`` (ECA-Net Eq. 12, HAM Eq. 6).
 

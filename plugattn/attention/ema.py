@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_divisible, check_int
-from plugattn.attention._common import GateHolder
+from plugattn.attention._common import GateHolder, default_groups
 from plugattn.attention.registry import register_attention
 
 __all__ = ["EMA"]
@@ -36,7 +36,9 @@ class EMA(nn.Module):
 
     Args:
         channels: input channels C, a multiple of ``factor``.
-        factor: number of groups G (default 32, the paper's).
+        factor: number of groups G. ``None`` (default): the paper's 32 where it divides ``C``, else the
+            largest ``G < 32`` dividing ``C`` (16 at C=16, 24 at C=24, 20 at C=40), so the module fits
+            every backbone width; an explicit value is checked strictly.
         device, dtype: factory keywords, as torch layers take them.
 
     State-dict keys equal the authors' (``conv1x1``, ``conv3x3``, ``gn``).
@@ -50,18 +52,22 @@ class EMA(nn.Module):
           (same values; exports cleanly). The two directional sigmoids run as one call before the split.
         * ``channels`` not a multiple of ``factor`` raises ``ValueError`` at construction (the authors'
           code asserts only ``channels // factor > 0`` and fails later in a reshape).
+        * ``factor`` left unset adapts to widths the paper's 32 does not divide instead of failing; at
+          those widths it is 32.
     """
 
     def __init__(
         self,
         channels: int,
         *,
-        factor: int = 32,
+        factor: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         check_int("channels", channels, minimum=1)
+        if factor is None:
+            factor = default_groups(channels, 32, per_group=1, argument="factor groups")
         check_int("factor", factor, minimum=1)
         if channels // factor < 1:
             raise ValueError(

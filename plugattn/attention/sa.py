@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import GateHolder
+from plugattn.attention._common import GateHolder, default_groups
 from plugattn.attention.registry import register_attention
 
 __all__ = ["ShuffleAttention"]
@@ -34,12 +34,13 @@ class ShuffleAttention(nn.Module):
 
     Args:
         channels: input channels C, a multiple of ``2 · groups``.
-        groups: number of groups G (default 64, the paper's).
+        groups: number of groups G. ``None`` (default): the paper's 64 where ``C`` is a multiple of 128,
+            else the largest ``G < 64`` with ``C % 2G == 0`` (32 at C=64, 8 at C=16, 12 at C=24), so the
+            module fits every backbone width; an explicit value is checked strictly.
         device, dtype: factory keywords, as torch layers take them.
 
     State-dict keys equal the authors' (``cweight``, ``cbias``, ``sweight``, ``sbias`` of shape
-    ``(1, c, 1, 1)``, and ``gn``). Parameters: ``4c + 2c = 3C / G``; 12 at C=256 (C=64 needs
-    ``groups <= 32``: 6 with ``groups=32``).
+    ``(1, c, 1, 1)``, and ``gn``). Parameters: ``4c + 2c = 3C / G``; 12 at C=256, 6 at C=64 (G = 32).
     Gates: ``channel.gate`` (output ``(B·G, c, 1, 1)``) and ``spatial.gate`` (``(B·G, c, H, W)``).
 
     Init (as the authors' code): ``cweight = 0``, ``cbias = 1``, ``sweight = 0``, ``sbias = 1`` — both
@@ -50,18 +51,22 @@ class ShuffleAttention(nn.Module):
         * None in function. Global pooling is ``mean`` instead of adaptive pooling (same values).
         * ``channels`` not a multiple of ``2 · groups`` raises ``ValueError`` at construction (the
           authors' code fails in a reshape or silently builds zero-width parameters).
+        * ``groups`` left unset adapts to widths the paper's 64 does not divide (the paper uses
+          ResNet-50's widths, all multiples of 128) instead of failing; at those widths it is 64.
     """
 
     def __init__(
         self,
         channels: int,
         *,
-        groups: int = 64,
+        groups: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         check_int("channels", channels, minimum=1)
+        if groups is None:
+            groups = default_groups(channels, 64, per_group=2, argument="groups")
         check_int("groups", groups, minimum=1)
         if channels % (2 * groups) != 0:
             raise ValueError(

@@ -22,13 +22,23 @@ def _rcca_params(c: int) -> int:
     return 2 * (c * r + r) + (c * c + c) + 1  # q, k: 1x1 C->C/8; v: 1x1 C->C (biases on); gamma
 
 
-def _ema_params(c: int, groups: int = 32) -> int:
-    g = c // groups  # channels per group
+def _ema_groups(c: int) -> int:
+    """EMA's default factor: the paper's 32 where it divides C, else the largest divisor below it."""
+    return max(g for g in range(1, 33) if c % g == 0)
+
+
+def _sa_groups(c: int) -> int:
+    """SA's default groups: the paper's 64 where 128 divides C, else the largest G with 2G | C below it."""
+    return max(g for g in range(1, 65) if c % (2 * g) == 0)
+
+
+def _ema_params(c: int) -> int:
+    g = c // _ema_groups(c)  # channels per group
     return (g * g + g) + (9 * g * g + g) + 2 * g  # 1x1 conv, 3x3 conv (biases on), GroupNorm(g, g)
 
 
-def _sa_params(c: int, groups: int = 64) -> int:
-    h = c // (2 * groups)  # channels per half-group
+def _sa_params(c: int) -> int:
+    h = c // (2 * _sa_groups(c))  # channels per half-group
     return 4 * h + 2 * h  # cweight, cbias, sweight, sbias + GroupNorm(h, h) affine
 
 
@@ -37,6 +47,6 @@ CASES = {
     "gc": Case(param_count=_gc_params, channels=(32, 64)),
     "triplet": Case(param_count=lambda c: _triplet_params(), channels=(16, 64)),
     "rcca": Case(param_count=_rcca_params, channels=(16, 64)),  # C' = 2 and 8
-    "ema": Case(param_count=_ema_params, channels=(32, 64)),  # 1 and 2 channels per group
-    "sa": Case(param_count=_sa_params, channels=(128, 256)),  # 1 and 2 channels per half-group
+    "ema": Case(param_count=_ema_params, channels=(24, 64)),  # G = 24 (1 channel each) and 32 (2 each)
+    "sa": Case(param_count=_sa_params, channels=(24, 256)),  # G = 12 and 64: 1 and 2 channels per half
 }

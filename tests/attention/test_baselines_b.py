@@ -319,11 +319,34 @@ def test_ema_gates():
     assert maps["directional.gate"][0].shape == (2 * 32, 2, 5 + 7, 1)
 
 
+# Unset group counts: the paper's value where the width allows it, else the largest below it that fits
+# (EMA: G | C with G <= 32; SA: 2G | C with G <= 64). Expected values worked out by hand.
+EMA_DEFAULT_FACTOR = {16: 16, 24: 24, 32: 32, 40: 20, 48: 24, 64: 32, 96: 32, 160: 32, 320: 32, 2048: 32}
+SA_DEFAULT_GROUPS = {16: 8, 24: 12, 32: 16, 64: 32, 96: 48, 128: 64, 160: 40, 320: 40, 2048: 64}
+
+
+@pytest.mark.parametrize("channels,expected", sorted(EMA_DEFAULT_FACTOR.items()))
+def test_ema_default_factor_fits_every_width(channels, expected):
+    m = EMA(channels)
+    assert m.factor == expected and f"factor={expected}" in repr(m)
+    x = torch.randn(2, channels, 5, 4)
+    assert m(x).shape == x.shape
+    assert EMA(channels, factor=expected).state_dict().keys() == m.state_dict().keys()
+
+
+@pytest.mark.parametrize("channels,expected", sorted(SA_DEFAULT_GROUPS.items()))
+def test_sa_default_groups_fit_every_width(channels, expected):
+    m = ShuffleAttention(channels)
+    assert m.groups == expected and f"groups={expected}" in repr(m)
+    x = torch.randn(2, channels, 5, 4)
+    assert m(x).shape == x.shape
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"channels": 48}, "channels must be divisible by factor=32, got channels=48"),
-        ({"channels": 16}, "channels must be >= factor.*factor=32.*channels=16"),
+        ({"channels": 48, "factor": 32}, "channels must be divisible by factor=32, got channels=48"),
+        ({"channels": 16, "factor": 32}, "channels must be >= factor.*factor=32.*channels=16"),
         ({"channels": 64, "factor": 0}, "factor must be >= 1, got 0"),
         ({"channels": 0}, "channels must be >= 1, got 0"),
     ],
@@ -392,7 +415,8 @@ def test_sa_init_known_answer():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"channels": 64}, "channels=64 with groups=64"),
+        ({"channels": 64, "groups": 64}, "channels=64 with groups=64"),
+        ({"channels": 15}, r"channels=15 cannot be split into groups of 2 equal parts"),
         ({"channels": 96, "groups": 32}, "multiple of 2 \\* groups.*channels=96 with groups=32"),
         ({"channels": 64, "groups": 0}, "groups must be >= 1, got 0"),
         ({"channels": 0}, "channels must be >= 1, got 0"),

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
-
-import plugattn
-from plugattn.models import ResidualBlock
-from plugattn.models.placement import default_position
 
 
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def skip_unless_fits(model_name: str, attention: str, **model_kwargs) -> None:
-    """Skip when ``attention`` rejects a width of ``model_name`` (e.g. SA needs a multiple of 128)."""
-    plain = plugattn.create_model(model_name, device="meta", **model_kwargs)
-    position = model_kwargs.get("position") or default_position(attention)
-    widths = {b.attention_channels(position) for b in plain.modules() if isinstance(b, ResidualBlock)}
-    for c in sorted(widths):
-        try:
-            plugattn.create_attention(attention, c)
-        except ValueError as err:
-            pytest.skip(f"{attention} does not take the {c}-channel maps of {model_name}: {err}")
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

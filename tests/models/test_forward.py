@@ -10,7 +10,7 @@ from torch import nn
 
 import plugattn
 from plugattn.models import ResidualBlock, ResNet
-from tests.models.helpers import count, skip_unless_fits, train_step
+from tests.models.helpers import count, train_step
 from tests.models.test_registry import ALL_MODELS, CIFAR_MODELS
 
 ATTENTION = plugattn.list_attention()
@@ -33,7 +33,6 @@ def forward_backward(model: nn.Module, x: torch.Tensor, num_classes: int) -> Non
 
 @pytest.mark.parametrize("attention", ATTENTION)
 def test_resnet20_with_every_attention(attention):
-    skip_unless_fits("resnet20", attention)
     torch.manual_seed(0)
     model = plugattn.create_model("resnet20", attention=attention)
     assert all(b.has_attention for b in model.modules() if isinstance(b, ResidualBlock))
@@ -73,11 +72,28 @@ def test_every_model_trains_a_step(name):
     train_step(model, torch.randn(2, 3, size, size), 5)
 
 
+@pytest.mark.parametrize("attention", ATTENTION)
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_model_builds_with_every_attention_at_its_defaults(name, attention):
+    """Every module fits every backbone's widths with its default options (on the meta device: no
+    memory, no time); the one training step per pair is the slow test below."""
+    model = plugattn.create_model(name, attention=attention, device="meta")
+    blocks = [b for b in model.modules() if isinstance(b, ResidualBlock)]
+    assert blocks and all(b.has_attention for b in blocks)
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
+@pytest.mark.parametrize("name", ["resnet20", "resnet50", "mobilenet_v2"])
+def test_every_attention_trains_a_step_in_the_main_backbones(name, attention):
+    torch.manual_seed(0)
+    model = plugattn.create_model(name, attention=attention, num_classes=5)
+    train_step(model, torch.randn(2, 3, input_size(name), input_size(name)), 5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ATTENTION)
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_with_every_attention(name, attention):
-    skip_unless_fits(name, attention)
     torch.manual_seed(0)
     model = plugattn.create_model(name, attention=attention, num_classes=7)
     size = input_size(name)
@@ -199,8 +215,6 @@ def test_counts_do_not_depend_on_features_only_stages_or_position_when_there_is_
 
 
 @pytest.mark.parametrize("attention,kwargs", [("ema", {"factor": 8}), ("sa", {"groups": 8})])
-def test_width_constrained_modules_fit_cifar_widths_through_attn_kwargs(attention, kwargs):
-    if attention not in ATTENTION:
-        pytest.skip(f"{attention} not registered")
+def test_width_constrained_modules_take_explicit_groups_through_attn_kwargs(attention, kwargs):
     model = plugattn.create_model("resnet20", attention=attention, attn_kwargs=kwargs)
     forward_backward(model, torch.randn(2, 3, 16, 16), 10)

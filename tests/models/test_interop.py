@@ -16,21 +16,11 @@ from plugattn.models import AttentionPlugin, mmcv_plugin
 ATTENTION = plugattn.list_attention()
 
 
-def first_width(name: str, widths=(16, 32, 64, 128, 256)) -> int:
-    for c in widths:
-        try:
-            plugattn.create_attention(name, c)
-            return c
-        except ValueError:
-            continue
-    raise AssertionError(f"{name} takes none of {widths}")
-
-
 @pytest.mark.parametrize("name", ATTENTION)
 def test_every_attention_class_is_a_timm_attn_layer(name):
     """timm calls ``attn_layer(channels)``, recent versions with ``device=`` and ``dtype=`` keywords."""
     cls = plugattn.attention_entry(name).cls
-    c = first_width(name)
+    c = 64
     plain = cls(c)
     with_factory = cls(c, device="cpu", dtype=torch.float64)
     assert {p.dtype for p in with_factory.parameters()} <= {torch.float64}

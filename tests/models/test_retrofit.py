@@ -90,8 +90,6 @@ def to_native_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("position", [None, "end", "after_conv1"])
 def test_retrofit_equals_native_blocks(attention, position):
     """A torchvision ResNet-18 retrofitted computes what our resnet18 built with attention computes."""
-    if attention not in plugattn.list_attention():
-        pytest.skip(f"{attention} not registered")
     torch.manual_seed(0)
     tv = randomize_bn(la.tv_resnet18(num_classes=10))
     plugattn.insert_attention(tv, attention, position=position)
@@ -230,8 +228,5 @@ def test_pickle_and_deepcopy(attention):
 def test_every_attention_trains_in_a_retrofitted_torchvision_resnet(attention):
     """torchvision adds the shortcut in place (`out += identity`) onto the attention's output."""
     model = la.tv_resnet18(num_classes=10)
-    try:
-        plugattn.insert_attention(model, attention)
-    except ValueError as err:
-        pytest.skip(f"{attention} does not take ResNet-18's widths: {err}")
+    plugattn.insert_attention(model, attention)
     train_step(model, torch.randn(2, 3, 32, 32), 10)

@@ -194,6 +194,19 @@ def test_compare_grid_resumes_and_summarises(tmp_path):
     assert again.stdout.count("done, skipped") == 4
 
 
+def test_compare_runs_every_module_at_cifar_widths(tmp_path):
+    """SA's and EMA's paper group counts do not divide ResNet-20's 16 channels; the grid once stopped at
+    them. Every registered module now runs in the grid at its defaults."""
+    out = tmp_path / "grid"
+    flags = ["compare", *[f for f in SMALL_FLAGS if f not in ("--attention", "ham")]]
+    flags += ["--attention", ",".join(["none", *plugattn.list_attention()]), "--epochs", "1", "--seeds", "1"]
+    flags += ["--set", "data_options={num_samples: 32, image_size: 8, num_classes: 4}", "--out", str(out)]
+    proc = _cli(flags, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    summary = (out / "summary.md").read_text()
+    assert all(f"| {name} |" in summary for name in ["none", "sa", "ema", *plugattn.list_attention()])
+
+
 def test_torchrun_two_processes_agree_with_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     base = ["-m", "plugattn", "train", *SMALL_FLAGS, "--epochs", "2", "--set", "amp=none"]
