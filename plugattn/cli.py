@@ -77,7 +77,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"])
+    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"])
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")

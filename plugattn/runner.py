@@ -12,6 +12,7 @@ Files of a run directory:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ from plugattn.engine.checkpoint import (
 )
 from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from plugattn.engine.numerics import Numerics, native_bf16, resolve_numerics
 from plugattn.engine.optim import build_optimizer, build_scheduler
 from plugattn.engine.train import evaluate, train_one_epoch
 from plugattn.models import create_model, model_entry
@@ -77,8 +79,8 @@ def _git_revision() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def environment(device: torch.device, dist: DistInfo) -> dict[str, Any]:
-    """What produced a result: versions, hardware, threads, revision, command line."""
+def environment(device: torch.device, dist: DistInfo, numerics: Numerics) -> dict[str, Any]:
+    """What produced a result: versions, hardware, numerics, threads, revision, command line."""
     return {
         "plugattn": plugattn.__version__,
         "torch": torch.__version__,
@@ -90,6 +92,9 @@ def environment(device: torch.device, dist: DistInfo) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(device),
+        "numerics": dataclasses.asdict(numerics),
         "world_size": dist.world_size,
         "git_revision": _git_revision(),
         "command": sys.argv,
@@ -202,6 +207,13 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 return ckpt["history"][-1]
         else:
             log(f"nothing to resume in {out}: starting the run")
+    saved = ckpt["meta"].get("numerics") if ckpt is not None else None
+    if saved is not None:  # a resumed run computes as it started, whatever this machine would choose
+        numerics = Numerics(saved["amp"], saved["channels_last"], f"as the run started: {saved['reason']}")
+    else:
+        numerics = resolve_numerics(cfg.amp, cfg.channels_last, device)
+    if dist.is_main:
+        log(numerics.describe())
     elif ckpt_path.exists() or (out / "metrics.jsonl").exists():
         raise ValueError(
             f"--out {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
@@ -233,7 +245,7 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
     test_loader = loader(test_set, train=False, batch_size=cfg.eval_batch_size)
     num_classes = len(train_set.classes)
     model = _build_model(cfg, num_classes, train_set.in_chans).to(device)
-    if cfg.channels_last:
+    if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.enabled and device.type == "cuda":
         # Batch statistics over the global batch, as one process would see them. SyncBatchNorm is
@@ -261,7 +273,7 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
         min_lr_ratio=cfg.min_lr_ratio,
     )
     # fp16 gradients underflow without loss scaling, on any device (torch scales on the CPU too).
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if numerics.amp == "fp16" else None
 
     start_epoch, history = 0, []
     if ckpt is not None:
@@ -281,13 +293,14 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
         "mean": list(train_set.mean),
         "std": list(train_set.std),
         "image_size": getattr(train_set, "image_size", None),
+        "numerics": dataclasses.asdict(numerics),
         "plugattn": plugattn.__version__,
     }
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(ckpt_path)  # a writer killed mid-save leaves its temp file behind
         _write_yaml(out / "config.yaml", cfg.to_dict())
-        (out / "env.json").write_text(json.dumps(environment(device, dist), indent=2))
+        (out / "env.json").write_text(json.dumps(environment(device, dist, numerics), indent=2))
         # The checkpoint is the record: rebuild the log from it (drops an epoch logged after it).
         lines = "".join(json.dumps(h) + "\n" for h in history)
         tmp = out / ".metrics.jsonl.tmp"
@@ -323,8 +336,8 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 optimizer,
                 scheduler,
                 device=device,
-                amp=cfg.amp,
-                channels_last=cfg.channels_last,
+                amp=numerics.amp,
+                channels_last=numerics.channels_last,
                 label_smoothing=cfg.label_smoothing,
                 scaler=scaler,
                 dist=dist,
@@ -335,8 +348,8 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 test_loader,
                 num_classes=num_classes,
                 device=device,
-                amp=cfg.amp,
-                channels_last=cfg.channels_last,
+                amp=numerics.amp,
+                channels_last=numerics.channels_last,
                 dist=dist,
             )
             last = {

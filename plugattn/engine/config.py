@@ -52,8 +52,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     zero_init_residual: bool = False
     # execution
-    amp: str = "none"  # none | bf16 | fp16 (autocast)
-    channels_last: bool = False
+    amp: str = "auto"  # auto | none | bf16 | fp16 (autocast); auto: bf16 where native, else fp32
+    channels_last: bool | str = "auto"  # True | False | "auto" (on for CUDA with bf16/fp16 autocast)
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0  # decoding workers (image folders)
@@ -68,7 +68,9 @@ class TrainConfig:
         check_float("weight_decay", self.weight_decay, low=0)
         check_float("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
         check_float("warmup_epochs", self.warmup_epochs, low=0)
-        check_choice("amp", self.amp, ("none", "bf16", "fp16"))
+        check_choice("amp", self.amp, ("auto", "none", "bf16", "fp16"))
+        if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
+            raise ValueError(f"channels_last must be True, False or 'auto', got {self.channels_last!r}")
         check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
         check_choice("schedule", self.schedule, ("step", "cosine", "onecycle", "constant"))
         check_int("seed", self.seed, minimum=0)
@@ -136,10 +138,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": {"size": 224, "resize": 256, "flip": True},
         "num_workers": 8,
     },
-    # Short CPU recipe: ResNet-20 + HAM on Fashion-MNIST in under 20 minutes on two cores (measured:
-    # docs/training.md). bf16 autocast uses the CPU's bf16 units (contiguous layout measured faster
-    # than channels_last here); one-cycle to a moderate peak with a long anneal, flips only: at eight
-    # epochs the model underfits, so crops cost more accuracy than they buy.
+    # Short CPU recipe: ResNet-20 + HAM on Fashion-MNIST on two cores (measured: docs/training.md).
+    # Numerics are the default "auto": bf16 autocast where the CPU has native bf16, fp32 elsewhere
+    # (emulated bf16 is 10-20x slower). One-cycle to a moderate peak with a long anneal, flips only: at
+    # eight epochs the model underfits, so crops cost more accuracy than they buy.
     "fmnist-cpu": {
         "data": "fashion-mnist",
         "model": "resnet20",
@@ -152,8 +154,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 5e-4,
         "label_smoothing": 0.1,
         "augment": {"pad": 0, "flip": True},
-        "amp": "bf16",
-        "channels_last": False,
     },
 }
 

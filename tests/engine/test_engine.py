@@ -186,7 +186,7 @@ def test_config_resolution_order(tmp_path):
         ("nope", {}, None, r"preset must be one of"),
         (None, {"epochs": -1}, None, r"epochs must be >= 1, got -1"),
         (None, {"epoch": 3}, None, r"flags: unknown config field 'epoch'"),
-        (None, {"amp": "int8"}, None, r"amp must be one of 'none', 'bf16', 'fp16'"),
+        (None, {"amp": "int8"}, None, r"amp must be one of 'auto', 'none', 'bf16', 'fp16'; got 'int8'"),
         (None, {"device": "tpu"}, None, r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (None, {}, "- a list\n", r"must hold a mapping of fields"),
         (None, {}, "a: [unclosed\n", r"is not valid YAML"),

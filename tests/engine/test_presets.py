@@ -2,7 +2,7 @@
 
 The real datasets are not here: each preset's data is replaced by synthetic data of the preset's shape
 (in-memory datasets) or by a small image folder of real JPEG files (``imagefolder``), and everything else
-of the recipe is kept: model, attention, model options, augmentation, numerics, layout.
+of the recipe is kept: model, attention, model options, augmentation, and the numerics it resolves to.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from plugattn import runner
 from plugattn.data import create_dataset, create_loader
 from plugattn.engine import build_optimizer, build_scheduler
 from plugattn.engine.config import PRESETS, resolve_config
+from plugattn.engine.numerics import resolve_numerics
 from plugattn.engine.train import train_one_epoch
 from tests.data.formats import write_imagefolder
 
@@ -53,7 +54,8 @@ def test_preset_builds_and_trains_one_batch(preset, tmp_path):
     size = cfg.augment.get("size", REAL_SHAPES.get(cfg.data, (0, 0))[1])
     assert x.shape == (BATCH, dataset.in_chans, size, size) and x.dtype == torch.float32
     model = runner._build_model(cfg, len(dataset.classes), dataset.in_chans)
-    if cfg.channels_last:
+    numerics = resolve_numerics(cfg.amp, cfg.channels_last, torch.device("cpu"))
+    if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     scheduler = build_scheduler(optimizer, schedule="constant", total_steps=1, steps_per_epoch=1)
@@ -64,8 +66,8 @@ def test_preset_builds_and_trains_one_batch(preset, tmp_path):
         optimizer,
         scheduler,
         device=torch.device("cpu"),
-        amp=cfg.amp,
-        channels_last=cfg.channels_last,
+        amp=numerics.amp,
+        channels_last=numerics.channels_last,
         label_smoothing=cfg.label_smoothing,
     )
     assert stats["train_loss"] > 0
