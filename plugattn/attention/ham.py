@@ -99,7 +99,14 @@ class HAMSpatial(nn.Module):
         # channels_last: oneDNN runs this 2-to-1-channel conv (and its backward) several times faster
         # than in the contiguous layout; with one output channel the result's layout is the same.
         s = self.conv(d.contiguous(memory_format=torch.channels_last))  # (2B, 1, H, W)
-        s = torch.cat((self.norm_important(s[:b]), self.norm_subimportant(s[b:])), dim=1)  # (B,2,H,W)
+        # Split the groups through a channel-free view: slicing the one-channel channels_last output
+        # directly gives strides (HW, 1, W, 1) that inductor cannot order under dynamic shapes
+        # ("1 < s0"); these views have plain contiguous strides. No copy in eager mode.
+        h, w = s.shape[-2:]
+        s_im, s_sub = s.reshape(2, b, h, w).unbind(0)  # (B, H, W) each
+        s = torch.cat(
+            (self.norm_important(s_im.unsqueeze(1)), self.norm_subimportant(s_sub.unsqueeze(1))), dim=1
+        )
         return self.gate(F.relu(s))
 
 
