@@ -207,6 +207,10 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 return ckpt["history"][-1]
         else:
             log(f"nothing to resume in {out}: starting the run")
+    elif ckpt_path.exists() or (out / "metrics.jsonl").exists():
+        raise ValueError(
+            f"--out {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
+        )
     saved = ckpt["meta"].get("numerics") if ckpt is not None else None
     if saved is not None:  # a resumed run computes as it started, whatever this machine would choose
         numerics = Numerics(saved["amp"], saved["channels_last"], f"as the run started: {saved['reason']}")
@@ -214,10 +218,6 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
         numerics = resolve_numerics(cfg.amp, cfg.channels_last, device)
     if dist.is_main:
         log(numerics.describe())
-    elif ckpt_path.exists() or (out / "metrics.jsonl").exists():
-        raise ValueError(
-            f"--out {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
-        )
     if cfg.batch_size % dist.world_size:
         raise ValueError(
             f"batch_size={cfg.batch_size} must be divisible by the number of processes ({dist.world_size})"
