@@ -4,6 +4,8 @@
   on Fashion-MNIST with the short CPU recipe); metrics, checkpoints, resumable.
 * ``plugattn eval``: a checkpoint on a dataset: top-1/top-5, per-class accuracy, confusion matrix.
 * ``plugattn compare``: attention modules × seeds under one recipe → mean ± std table with costs, plot.
+* ``plugattn bench``: what attention modules (or models with them) cost, side by side: parameters,
+  FLOPs with element-wise work, latency, peak memory, ratio to the memory floor, overhead.
 * ``plugattn list`` (also plain ``plugattn``): the attention registry with each module's parameters and a
   forward-pass check.
 
@@ -59,6 +61,26 @@ def get_parser() -> argparse.ArgumentParser:
     _add_recipe_args(cp, compare=True)
     cp.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     cp.add_argument("--out", help="grid directory (default: runs/compare-<preset>-<model>-<data>)")
+
+    bn = sub.add_parser(
+        "bench", help="cost of attention modules or models side by side: FLOPs, latency, memory, floor"
+    )
+    bn.add_argument("--attention", default="ham,scsa", help="comma-separated modules (default ham,scsa)")
+    what = bn.add_mutually_exclusive_group()
+    what.add_argument(
+        "--shape", help="measure the modules alone on a B,C,H,W feature map (default 32,64,56,56)"
+    )
+    what.add_argument("--model", help="measure this backbone with each module (and without attention)")
+    bn.add_argument("--input-size", default="3,32,32", help="C,H,W of the model's input (default 3,32,32)")
+    bn.add_argument("--batch", type=int, default=64, help="batch of the model's input (default 64)")
+    bn.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    bn.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
+    bn.add_argument("--channels-last", action="store_true", help="input and parameters in channels_last")
+    bn.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    bn.add_argument("--warmup", type=int, default=3, help="untimed calls of each before timing (default 3)")
+    bn.add_argument("--repeats", type=int, default=20, help="timed calls of each (default 20)")
+    bn.add_argument("--csv", help="also write the rows (with the conditions) to this CSV file")
+    bn.add_argument("--json", help="also write the report to this JSON file")
     return parser
 
 
@@ -167,6 +189,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from plugattn.bench import bench
+
+    report = bench(
+        args.attention,
+        shape=None if args.model else (args.shape or "32,64,56,56"),
+        model=args.model,
+        input_size=args.input_size,
+        batch=args.batch,
+        device=args.device,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
+    for path in (args.csv, args.json):
+        if path and Path(path).is_dir():
+            raise ValueError(f"--csv/--json must name a file, got the directory {path!r}")
+    print(report.table())
+    if args.csv:
+        print(f"wrote {report.to_csv(args.csv)}")
+    if args.json:
+        print(f"wrote {report.to_json(args.json)}")
+    return 0
+
+
 def _check_positive(parser: argparse.ArgumentParser, name: str, value: int) -> None:
     if value < 1:
         parser.error(f"--{name} must be >= 1, got {value}")
@@ -216,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, value in (("channels", channels), ("size", size), ("batch", batch)):
                 _check_positive(parser, name, value)
             return 1 if cmd_list(channels, size, batch) else 0
-        return {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare}[command](args)
+        commands = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "bench": cmd_bench}
+        return commands[command](args)
     except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError) as err:
         # The user's input was wrong (or the data): one clear line, no traceback.
         print(f"plugattn {command}: error: {err}", file=sys.stderr)

@@ -14,8 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from plugattn import runner
-from plugattn.costs import FLOP_COUNTER, model_costs
+from plugattn.bench import FLOP_COUNTER, measure
 from plugattn.engine.checkpoint import load_checkpoint
 from plugattn.engine.config import TrainConfig
 from plugattn.report import markdown_table, plot_accuracy_vs_cost, write_csv
@@ -60,7 +62,7 @@ def summarise(
 ) -> list[dict[str, Any]]:
     """Aggregate finished runs into the Markdown/CSV tables and the accuracy-vs-cost plot."""
     out = Path(out)
-    rows = []
+    rows, models, shape = [], {}, None
     for attention in attentions:
         finals, speeds, first = [], [], None
         for seed in seeds:
@@ -73,24 +75,31 @@ def summarise(
             first = first or run_dir
         if first is None:
             continue
-        model = runner.load_model(first)
+        models[attention] = runner.load_model(first).cpu()
         ckpt = load_checkpoint(first / runner.CHECKPOINT)
         meta, cfg = ckpt["meta"], TrainConfig.from_dict(ckpt["config"])
         shape = _input_shape(cfg, meta)
-        costs = model_costs(model, shape)
         rows.append(
             {
                 "attention": attention,
                 "runs": len(finals),
                 "top1_mean": statistics.mean(finals),
                 "top1_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                "params": costs["params"],
-                "mflops": costs["flops"] / 1e6,
-                "latency_ms": costs["latency_ms"],
                 "train_images_per_s": statistics.mean(speeds),
                 "input": "x".join(map(str, shape)),
             }
         )
+    if rows:
+        # The cost columns: plugattn.bench's measurement of the trained models, side by side, batch 1.
+        x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        costs = {c["attention"]: c for c in measure(models, x, warmup=2, repeats=10, train=False)}
+        order = ("attention", "runs", "top1_mean", "top1_std", "params", "mflops", "mflops_matmul",
+                 "latency_ms", "latency_iqr_ms", "train_images_per_s", "input")  # fmt: skip
+        for i, r in enumerate(rows):
+            c = costs[r["attention"]]
+            r.update(params=c["params"], mflops=c["mflops"], mflops_matmul=c["mflops_matmul"],
+                     latency_ms=c["forward_ms"], latency_iqr_ms=c["forward_iqr_ms"])  # fmt: skip
+            rows[i] = {k: r[k] for k in order}
     if not rows:
         raise ValueError(f"no finished run under {str(out)!r} to summarise")
     header = [
@@ -116,8 +125,8 @@ def summarise(
     ]
     note = (
         f"\nTop-1 of the last epoch (no best-epoch picking), over seeds {list(seeds)}. "
-        f"FLOPs: {FLOP_COUNTER}, "
-        f"one {rows[0]['input']} image. Latency: median forward time, batch 1, on this machine.\n"
+        f"FLOPs: {FLOP_COUNTER}; one {rows[0]['input']} image. Latency: median forward time, batch 1, "
+        "measured side by side on this machine by plugattn.bench (`plugattn bench` measures more).\n"
     )
     (out / "summary.md").write_text(markdown_table(header, table) + note)
     write_csv(out / "summary.csv", list(rows[0]), [list(r.values()) for r in rows])
@@ -127,7 +136,7 @@ def summarise(
         rows,
         out / "accuracy_vs_cost.png",
         costs=[
-            ("mflops", "MFLOPs per image (conv + matmul only)"),
+            ("mflops", "MFLOPs per image (conv + matmul + element-wise)"),
             ("train_ms_per_image", "measured training time per image (ms)"),
         ],
         title=f"{cfg.model} on {cfg.data}: accuracy against cost ({len(seeds)} seeds, same recipe)",

@@ -188,7 +188,11 @@ def test_compare_grid_resumes_and_summarises(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| none |" in summary and "| ham |" in summary and "±" in summary
     rows = (out / "summary.csv").read_text().splitlines()
-    assert rows[0].startswith("attention,runs,top1_mean,top1_std,params,mflops,latency_ms")
+    assert rows[0].startswith("attention,runs,top1_mean,top1_std,params,mflops,mflops_matmul,latency_ms")
+    mflops = {r.split(",")[0]: (float(r.split(",")[5]), float(r.split(",")[6])) for r in rows[1:]}
+    # element-wise work is counted: the total exceeds conv + matmul, and HAM adds to both
+    assert all(total > mm > 0 for total, mm in mflops.values())
+    assert mflops["ham"][0] > mflops["none"][0]
     assert (out / "accuracy_vs_cost.png").stat().st_size > 1000
     again = _cli(flags, timeout=600)
     assert again.stdout.count("done, skipped") == 4
