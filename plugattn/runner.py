@@ -41,6 +41,7 @@ from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from plugattn.engine.numerics import Numerics, native_bf16, resolve_numerics
 from plugattn.engine.optim import build_optimizer, build_scheduler
+from plugattn.engine.progressive import epoch_scale
 from plugattn.engine.train import evaluate, train_one_epoch
 from plugattn.models import create_model, model_entry
 
@@ -340,6 +341,7 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 channels_last=numerics.channels_last,
                 label_smoothing=cfg.label_smoothing,
                 scaler=scaler,
+                scale=epoch_scale(epoch, cfg.epochs, cfg.progressive_resize),
                 dist=dist,
                 on_step=on_step,
             )
@@ -350,6 +352,7 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 device=device,
                 amp=numerics.amp,
                 channels_last=numerics.channels_last,
+                flip=cfg.test_flip,
                 dist=dist,
             )
             last = {
@@ -442,7 +445,7 @@ def evaluate_checkpoint(
         )
     model = _model_from_checkpoint(ckpt).to(dev)
     loader = create_loader(dataset, batch_size=batch_size, train=False, seed=cfg.seed, augment=cfg.augment)
-    ev = evaluate(model, loader, num_classes=meta["num_classes"], device=dev, amp="none")
+    ev = evaluate(model, loader, num_classes=meta["num_classes"], device=dev, amp="none", flip=cfg.test_flip)
     confusion = ev.pop("confusion")
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     classes = list(dataset.classes)

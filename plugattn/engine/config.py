@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plugattn._checks import check_choice, check_float, check_int
+from plugattn.engine.progressive import check_progressive
 
 __all__ = ["PRESETS", "TrainConfig", "list_presets", "load_yaml", "resolve_config"]
 
@@ -33,6 +34,9 @@ class TrainConfig:
     data_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"split_mode": "ham"} for stl10
     download: bool = False
     augment: dict[str, Any] = field(default_factory=lambda: {"pad": 4, "flip": True})
+    # progressive resizing, {} = off: {initial_scale: 0.5, finetune_fraction: 0.2} (engine/progressive.py)
+    progressive_resize: dict[str, Any] = field(default_factory=dict)
+    test_flip: bool = False  # evaluate on the mean logits of each image and its horizontal mirror
     # optimisation
     epochs: int = 200
     batch_size: int = 128  # global: split over the processes under torchrun
@@ -68,6 +72,9 @@ class TrainConfig:
         check_float("weight_decay", self.weight_decay, low=0)
         check_float("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
         check_float("warmup_epochs", self.warmup_epochs, low=0)
+        check_progressive(self.progressive_resize)
+        if not isinstance(self.test_flip, bool):
+            raise ValueError(f"test_flip must be true or false, got {self.test_flip!r}")
         check_choice("amp", self.amp, ("auto", "none", "bf16", "fp16"))
         if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
             raise ValueError(f"channels_last must be True, False or 'auto', got {self.channels_last!r}")

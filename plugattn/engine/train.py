@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn.engine.distributed import DistInfo, all_reduce_sum
+from plugattn.engine.progressive import resize_batch
 
 __all__ = ["autocast_context", "evaluate", "train_one_epoch"]
 
@@ -45,10 +46,14 @@ def train_one_epoch(
     channels_last: bool = False,
     label_smoothing: float = 0.0,
     scaler: torch.amp.GradScaler | None = None,
+    scale: float = 1.0,
     dist: DistInfo = SINGLE_PROCESS,
     on_step: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader`` (the scheduler steps once per batch).
+
+    ``scale`` < 1 trains on batches downscaled by it (progressive resizing, see
+    :mod:`plugattn.engine.progressive`).
 
     Returns ``train_loss`` (mean cross-entropy over the epoch's samples, all ranks), ``train_top1``
     (percent), ``lr`` (at the end of the epoch), ``images_per_s`` (all ranks together) and
@@ -58,7 +63,7 @@ def train_one_epoch(
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader):
-        x, y = _to_device(x, y, device, channels_last)
+        x, y = _to_device(resize_batch(x, scale), y, device, channels_last)
         with autocast_context(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -99,9 +104,13 @@ def evaluate(
     device: torch.device,
     amp: str = "none",
     channels_last: bool = False,
+    flip: bool = False,
     dist: DistInfo = SINGLE_PROCESS,
 ) -> dict:
     """Evaluate ``model`` on every sample of ``loader`` (each counted once across ranks).
+
+    ``flip``: test-time augmentation by horizontal flip — the logits of each image and of its mirror
+    image are averaged (for models trained with flips, where both views are in-distribution).
 
     Returns ``loss``, ``top1`` and ``top5`` (percent; top-k with k = min(5, classes)), ``samples``,
     and ``confusion``: a ``(num_classes, num_classes)`` int64 tensor, rows = true class, columns =
@@ -115,6 +124,8 @@ def evaluate(
         x, y = _to_device(x, y, device, channels_last)
         with autocast_context(device, amp):
             logits = model(x).float()
+            if flip:
+                logits = 0.5 * (logits + model(x.flip(3)).float())
         loss = F.cross_entropy(logits, y, reduction="sum")
         top = logits.topk(k, dim=1).indices  # (B, k)
         hit = top == y[:, None]

@@ -172,6 +172,26 @@ def test_evaluate_counts_top1_top5_and_confusion():
     assert torch.equal(r["confusion"], expected)
 
 
+class _LeftRight(nn.Module):
+    """Logits that see which way an image faces: class 0 scores its left column, class 1 its right."""
+
+    def forward(self, x):
+        return torch.stack((x[:, 0, 0, 0], x[:, 0, 0, -1]), dim=1)
+
+
+def test_evaluate_with_flip_averages_the_mirror_image():
+    x = torch.tensor([[[[3.0, 0.0, 1.0]]], [[[0.0, 0.0, 2.0]]]])  # (2, 1, 1, 3)
+    y = torch.tensor([0, 1])
+    cpu = torch.device("cpu")
+    plain = evaluate(_LeftRight(), [(x, y)], num_classes=2, device=cpu)
+    flipped = evaluate(_LeftRight(), [(x, y)], num_classes=2, device=cpu, flip=True)
+    assert plain["top1"] == 100.0
+    # averaged logits: image 0 -> (2, 2) (a tie: argmax picks class 0), image 1 -> (1, 1) (class 0)
+    assert flipped["top1"] == 50.0
+    expected = nn.functional.cross_entropy(torch.tensor([[2.0, 2.0], [1.0, 1.0]]), y)
+    assert flipped["loss"] == pytest.approx(expected.item())
+
+
 def test_config_resolution_order(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("epochs: 7\nlr: 0.3\n")

@@ -72,6 +72,22 @@ def test_resume_is_exact(tmp_path):
     assert {"epoch", "train_loss", "test_top1", "lr", "images_per_s"} <= set(line)
 
 
+def test_resume_is_exact_with_progressive_resizing_and_flip_test(tmp_path):
+    """The short CPU recipe's tools: smaller batches early, flip test-time augmentation."""
+    extra = {"epochs": 3, "progressive_resize": {"initial_scale": 0.5, "finetune_fraction": 0.34},
+             "test_flip": True}  # fmt: skip
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    runner.train(cfg(**extra), straight, progress=False, log=lambda *_: None)
+    runner.train(cfg(**extra), split, stop_after=1, progress=False, log=lambda *_: None)
+    runner.train(cfg(**extra), split, resume=True, progress=False, log=lambda *_: None)
+    same_results(metrics(straight), metrics(split))
+    plain = tmp_path / "plain"
+    runner.train(cfg(epochs=3), plain, progress=False, log=lambda *_: None)
+    assert metrics(plain)[0]["train_loss"] != metrics(straight)[0]["train_loss"]  # resizing changed it
+    result = runner.evaluate_checkpoint(straight, out=tmp_path / "eval")  # eval flips as the run did
+    assert result["top1"] == pytest.approx(metrics(straight)[-1]["test_top1"])
+
+
 def test_fp16_trains_with_a_loss_scaler_on_the_cpu_too(tmp_path):
     """fp16 gradients underflow without loss scaling; the scaler was once made for CUDA only."""
     runner.train(cfg(amp="fp16", epochs=1), tmp_path / "run", progress=False, log=lambda *_: None)

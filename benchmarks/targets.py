@@ -1,0 +1,176 @@
+"""The speed targets of HAM and SCSA, each measured side by side in one run.
+
+1. ResNet-20 + HAM / + SCSA training images/s relative to plain ResNet-20 (target >= 0.85), one SGD step
+   at batch 256, at 1x28x28 and 3x32x32, each model in its best layout (contiguous or channels_last).
+2. HAM and SCSA inference forward relative to the memory floor (target <= 2.0): the time to copy the
+   input once, measured in the same loop (plugattn.bench.measure).
+3. HAM and SCSA training step (forward + backward) against the straightforward transcriptions in
+   benchmarks/naive.py (target >= 2x faster), after checking they compute the same.
+
+Writes docs/benchmark_targets.md with the conditions and prints it. Numerics are fp32 (no autocast): on
+a CPU with native bf16 run it again with ``--dtype bfloat16`` to record both.
+
+    python benchmarks/targets.py [--quick] [--dtype float32|bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from naive import NaiveHAM, NaiveSCSA  # noqa: E402
+
+import plugattn  # noqa: E402
+from plugattn.attention._common import eca_kernel_size  # noqa: E402
+from plugattn.bench import _conditions, measure, time_interleaved  # noqa: E402
+from plugattn.report import markdown_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = [(128, 16, 32, 32), (128, 64, 8, 8), (32, 64, 56, 56), (32, 256, 14, 14)]
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def training_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
+    rows = []
+    for size in ((1, 28, 28), (3, 32, 32)):
+        x = torch.randn(256, *size, dtype=dtype)
+        y = torch.randint(0, 10, (256,))
+        steps = {}
+        for att in ("none", "ham", "scsa"):
+            for layout, fmt in LAYOUTS.items():
+                torch.manual_seed(0)
+                m = plugattn.create_model(
+                    "resnet20", attention=None if att == "none" else att, in_chans=size[0]
+                )
+                m = m.to(dtype=dtype, memory_format=fmt)
+                opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+                xl = x.contiguous(memory_format=fmt)
+
+                def step(m=m, opt=opt, xl=xl, y=y) -> None:
+                    loss = F.cross_entropy(m(xl).float(), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+                steps[(att, layout)] = step
+        t = time_interleaved(steps, warmup=1, repeats=repeats, sync=lambda: None)
+        ips = {k: 256e3 / median(v) for k, v in t.items()}
+        best = {a: max(LAYOUTS, key=lambda lay, a=a: ips[(a, lay)]) for a in ("none", "ham", "scsa")}
+        for att in ("none", "ham", "scsa"):
+            ratio = ips[(att, best[att])] / ips[("none", best["none"])]
+            verdict = "" if att == "none" else ("met" if ratio >= 0.85 else "NOT met")
+            rows.append(
+                ["x".join(map(str, size)), att, f"{ips[(att, 'contiguous')]:.0f}",
+                 f"{ips[(att, 'channels_last')]:.0f}", best[att], f"{ratio:.2f}", verdict]
+            )  # fmt: skip
+    return rows
+
+
+def floor_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
+    rows = []
+    for b, c, h, w in SHAPES:
+        ratios = {}
+        for layout, fmt in LAYOUTS.items():
+            x = torch.randn(b, c, h, w, dtype=dtype).contiguous(memory_format=fmt)
+            mods = {
+                n: plugattn.create_attention(n, c).to(dtype=dtype, memory_format=fmt) for n in ("ham", "scsa")
+            }
+            for r in measure(mods, x, warmup=2, repeats=repeats, train=False):
+                ratios[(r["attention"], layout)] = (r["floor_ratio"], r["forward_ms"], r["floor_ms"])
+        for n in ("ham", "scsa"):
+            best = min(LAYOUTS, key=lambda lay, n=n: ratios[(n, lay)][0])
+            ratio, fwd, floor = ratios[(n, best)]
+            rows.append(
+                [n, f"{b}×{c}×{h}×{w}", f"{ratios[(n, 'contiguous')][0]:.1f}",
+                 f"{ratios[(n, 'channels_last')][0]:.1f}", best, f"{fwd:.2f}", f"{floor:.2f}",
+                 "met" if ratio <= 2.0 else "NOT met"]
+            )  # fmt: skip
+    return rows
+
+
+def versus_naive(repeats: int, dtype: torch.dtype) -> list[list[str]]:
+    rows = []
+    for b, c, h, w in SHAPES:
+        x = torch.randn(b, c, h, w, dtype=dtype, requires_grad=True)
+        for name, ours, naive in (
+            ("ham", plugattn.HAM(c), NaiveHAM(c, eca_kernel_size(c))),
+            ("scsa", plugattn.SCSA(c), NaiveSCSA(c)),
+        ):
+            naive.load_state_dict(ours.state_dict())
+            ours, naive = ours.to(dtype), naive.to(dtype)
+            with torch.no_grad():
+                tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+                torch.testing.assert_close(ours.eval()(x), naive.eval()(x), **tol)
+            ours.train(), naive.train()
+            t = time_interleaved(
+                {"ours": lambda o=ours, x=x: o(x).float().sum().backward(),
+                 "naive": lambda n=naive, x=x: n(x).float().sum().backward()},
+                warmup=1, repeats=repeats, sync=lambda: None,
+            )  # fmt: skip
+            speedup = median(t["naive"]) / median(t["ours"])
+            rows.append(
+                [name, f"{b}×{c}×{h}×{w}", f"{median(t['naive']):.1f}", f"{median(t['ours']):.1f}",
+                 f"{speedup:.2f}×", "met" if speedup >= 2.0 else "NOT met"]
+            )  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_targets.md"))
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    repeats = 3 if args.quick else 9
+    cond = _conditions(torch.device("cpu"), args.dtype, False, 0)
+    cond.pop("layout"), cond.pop("batch")
+    conditions = ", ".join(f"{k} {v}" for k, v in cond.items())
+    text = "# Speed targets of HAM and SCSA, measured side by side\n\n"
+    text += (
+        f"Produced by `python benchmarks/targets.py{' --quick' if args.quick else ''}"
+        f"{'' if args.dtype == 'float32' else ' --dtype ' + args.dtype}` on {time.strftime('%Y-%m-%d')}. "
+        f"Conditions: {conditions}; medians of {repeats} interleaved repeats. Only ratios are compared: "
+        "each is taken between timings of the same run.\n\n"
+    )
+    text += (
+        "## 1. ResNet-20 training throughput (one SGD step, batch 256): target >= 0.85× of no attention\n\n"
+    )
+    text += "Images/s in each layout; the ratio takes each model in its best layout.\n\n" + markdown_table(
+        ["input", "attention", "img/s contiguous", "img/s channels_last", "best", "vs none", "target"],
+        training_ratios(repeats, dtype),
+    )
+    text += "\n## 2. Inference forward against the memory floor: target <= 2.0×\n\n"
+    text += (
+        "Floor = the time to copy the input once (the bytes any `x · gate` must read and write), measured in "
+        "the same loop. Ratio = forward time / floor.\n\n"
+        + markdown_table(
+            ["module", "input", "contiguous", "channels_last", "best", "fwd ms", "floor ms", "target"],
+            floor_ratios(repeats, dtype),
+        )
+    )
+    text += "\n## 3. Training step against the straightforward transcriptions: target >= 2×\n\n"
+    text += (
+        "Forward + backward of `benchmarks/naive.py` and of plugattn, same state dict, outputs checked equal "
+        "first; contiguous layout.\n\n"
+        + markdown_table(
+            ["module", "input", "naive ms", "plugattn ms", "speed-up", "target"], versus_naive(repeats, dtype)
+        )
+    )
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
