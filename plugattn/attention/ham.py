@@ -183,6 +183,45 @@ class _Recombine(torch.autograd.Function):
         return grad_x, grad_w[:, :, 0], grad_w[:, :, 1], grad_a[:, 0:1], grad_a[:, 1:2]
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels_last (and not also plainly contiguous, as 1×1 maps are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _descriptors_inference(
+    x: torch.Tensor, weights: torch.Tensor, sizes: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 7 without autograd: both groups' sums in one matrix product, both maxima in one reduction.
+
+    ``weights`` ``(B, 2, C)`` holds ``w_1, w_2``; returns ``d_1, d_2`` ``(B, 2, H, W)`` as
+    :class:`_GroupDescriptors` does. Works in the layout ``x`` comes in (no copy of ``x``).
+    """
+    batch, c, h, w = x.shape
+    if _channels_last(x):
+        xs = x.permute(0, 2, 3, 1).reshape(batch, h * w, c)  # (B, HW, C), a view
+        sums = torch.bmm(xs, weights.transpose(1, 2)).transpose(1, 2)  # (B, 2, HW)
+        maxes = (xs.unsqueeze(2) * weights.unsqueeze(1)).amax(dim=3).transpose(1, 2)  # (B, 2, HW)
+    else:
+        xs = x.reshape(batch, c, h * w)  # (B, C, HW)
+        sums = torch.bmm(weights, xs)  # (B, 2, HW)
+        maxes = (xs.unsqueeze(1) * weights.unsqueeze(3)).amax(dim=2)  # (B, 2, HW)
+    d1 = torch.stack((sums[:, 0] / sizes[0], maxes[:, 0]), dim=1)  # (B, 2, HW)
+    d2 = torch.stack((sums[:, 1] / sizes[1], maxes[:, 1]), dim=1)
+    return d1.reshape(batch, 2, h, w), d2.reshape(batch, 2, h, w)
+
+
+def _recombine_inference(x: torch.Tensor, weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Eq. 10 without autograd: the gate ``w_1 ⊗ a_s1 + w_2 ⊗ a_s2`` as one matrix product, times ``x``
+    in place of the gate (one tensor of ``x``'s size written besides the output)."""
+    batch, c, h, w = x.shape
+    if _channels_last(x):
+        gate = torch.bmm(maps.permute(0, 2, 3, 1).reshape(batch, h * w, 2), weights)  # (B, HW, C)
+        gate = gate.reshape(batch, h, w, c).permute(0, 3, 1, 2)  # channels_last (B, C, H, W)
+    else:
+        gate = torch.bmm(weights.transpose(1, 2), maps.reshape(batch, 2, h * w)).reshape(batch, c, h, w)
+    return gate.mul_(x)
+
+
 @register_attention("ham", paper="Li et al., Pattern Recognition 2022, HAM")
 class HAM(nn.Module):
     r"""Hybrid Attention Module: channel attention, then channel separation and two spatial maps.
@@ -271,6 +310,12 @@ class HAM(nn.Module):
         # w2 = a_c·(1 - m1): the same values as masking F' = x·a_c, without materialising F'.
         w1 = a_c * m1
         w2 = a_c - w1  # a_c where m1 = 0, exactly 0 where m1 = 1
+        if not (torch.is_grad_enabled() and (x.requires_grad or a_c.requires_grad)):
+            # Inference: nothing to keep for a backward, so fewer and larger operations.
+            weights = torch.stack((w1, w2), dim=1)  # (B, 2, C)
+            sizes = (self.important_channels, self.subimportant_channels)
+            a_s = self.spatial(*_descriptors_inference(x, weights, sizes))  # (B, 2, H, W)
+            return _recombine_inference(x, weights, a_s)
         d1, d2 = _GroupDescriptors.apply(
             x, w1, w2, self.important_channels, self.subimportant_channels
         )  # (B, 2, H, W) each

@@ -235,3 +235,42 @@ def test_separation_is_per_sample():
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         plugattn.HAM(**kwargs)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("channels,shape,kwargs", CONFIGS)
+def test_inference_path_matches_independent_formulation(channels, shape, kwargs, training, layout):
+    """Without autograd HAM takes another path (one matrix product for both groups' sums, one reduction
+    for both maxima); it computes the same function, in either layout."""
+    torch.manual_seed(0)
+    m = randomize(plugattn.HAM(channels, **kwargs)).double().train(training)
+    ref = randomize(plugattn.HAM(channels, **kwargs)).double().train(training)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(shape[0], channels, shape[1], shape[2], dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = m(x)
+        options = {"rate": kwargs.get("separation_rate", 0.6), "adaptive": kwargs.get("adaptive", True)}
+        y_ref = ham_reference(ref, x, training, **options)[0]
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    if training:  # the running statistics move as they do on the autograd path
+        with_grad = randomize(plugattn.HAM(channels, **kwargs)).double().train()
+        with_grad.load_state_dict(ref.state_dict())
+        with_grad(x.detach().clone().requires_grad_())
+        for a, b in zip(m.buffers(), with_grad.buffers(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_inference_path_in_bfloat16_follows_the_autograd_path():
+    """In bf16 both paths separate the channels alike (the same a_c) and agree to bf16's precision.
+    (Against fp32 a near-tie in a_c may fall the other way: HAM's separation is a hard top-k.)"""
+    torch.manual_seed(0)
+    m = randomize(plugattn.HAM(64)).eval().bfloat16()
+    x = torch.randn(4, 64, 9, 9).bfloat16()
+    with torch.no_grad():
+        fast = m(x)
+    slow = m(x.clone().requires_grad_())
+    assert fast.dtype == slow.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), slow.detach().float(), rtol=2e-2, atol=2e-2)
