@@ -345,24 +345,20 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                 dist=dist,
                 on_step=on_step,
             )
-            ev = evaluate(
-                net,
-                test_loader,
-                num_classes=num_classes,
-                device=device,
-                amp=numerics.amp,
-                channels_last=numerics.channels_last,
-                flip=cfg.test_flip,
-                dist=dist,
-            )
-            last = {
-                "epoch": epoch + 1,
-                **stats,
-                "test_loss": ev["loss"],
-                "test_top1": ev["top1"],
-                "test_top5": ev["top5"],
-                "elapsed_seconds": time.perf_counter() - run_start,
-            }
+            last = {"epoch": epoch + 1, **stats}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                ev = evaluate(
+                    net,
+                    test_loader,
+                    num_classes=num_classes,
+                    device=device,
+                    amp=numerics.amp,
+                    channels_last=numerics.channels_last,
+                    flip=cfg.test_flip,
+                    dist=dist,
+                )
+                last.update(test_loss=ev["loss"], test_top1=ev["top1"], test_top5=ev["top5"])
+            last["elapsed_seconds"] = time.perf_counter() - run_start
             history.append(last)
             if dist.is_main:
                 state = {
@@ -381,10 +377,15 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
                     f.write(json.dumps(last) + "\n")
                 if bar is not None:
                     bar.clear()
+                tested = (
+                    f"test_top1 {last['test_top1']:.2f}%  test_top5 {last['test_top5']:.2f}%  "
+                    if "test_top1" in last
+                    else "not evaluated  "
+                )
                 log(
-                    f"epoch {epoch + 1}/{cfg.epochs}  train_loss {stats['train_loss']:.4f}  "
-                    f"test_top1 {ev['top1']:.2f}%  test_top5 {ev['top5']:.2f}%  lr {stats['lr']:.4g}  "
-                    f"{stats['images_per_s']:.0f} img/s  elapsed {last['elapsed_seconds']:.0f}s"
+                    f"epoch {epoch + 1}/{cfg.epochs}  train_loss {stats['train_loss']:.4f}  {tested}"
+                    f"lr {stats['lr']:.4g}  {stats['images_per_s']:.0f} img/s  "
+                    f"elapsed {last['elapsed_seconds']:.0f}s"
                 )
     finally:
         if bar is not None:

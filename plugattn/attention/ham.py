@@ -62,7 +62,10 @@ class HAMChannel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f_avg = x.mean(dim=(2, 3))  # (B, C)
-        f_max = x.amax(dim=(2, 3))  # (B, C)
+        # The spatial max by max pooling: the same values as amax over (H, W), 5x faster forward and
+        # backward on the CPU (amax's backward compares the whole input with the max; pooling's scatters
+        # to the arg-max). On a tie the gradient goes to one position instead of being shared.
+        f_max = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, C)
         f_add = 0.5 * (f_avg + f_max)
         if self.adaptive:
             f_add = f_add + self.alpha * f_avg + self.beta * f_max  # Eq. (2)

@@ -51,7 +51,8 @@ def metrics(run: Path) -> list[dict]:
 def same_results(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        assert {k: x[k] for k in RESULT_KEYS} == {k: y[k] for k in RESULT_KEYS}
+        assert {k: x.get(k) for k in RESULT_KEYS} == {k: y.get(k) for k in RESULT_KEYS}
+    assert "test_top1" in a[-1]  # the last epoch is always evaluated
 
 
 def test_resume_is_exact(tmp_path):
@@ -86,6 +87,15 @@ def test_resume_is_exact_with_progressive_resizing_and_flip_test(tmp_path):
     assert metrics(plain)[0]["train_loss"] != metrics(straight)[0]["train_loss"]  # resizing changed it
     result = runner.evaluate_checkpoint(straight, out=tmp_path / "eval")  # eval flips as the run did
     assert result["top1"] == pytest.approx(metrics(straight)[-1]["test_top1"])
+
+
+def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
+    lines = []
+    runner.train(cfg(epochs=3, eval_every=2), tmp_path / "run", progress=False, log=lines.append)
+    tested = ["test_top1" in m for m in metrics(tmp_path / "run")]
+    assert tested == [False, True, True]  # after epoch 2 (every 2nd) and after the last
+    assert "not evaluated" in next(line for line in lines if line.startswith("epoch 1/3"))
+    assert json.loads((tmp_path / "run" / "done").read_text())["test_top1"] >= 0
 
 
 def test_fp16_trains_with_a_loss_scaler_on_the_cpu_too(tmp_path):
