@@ -12,6 +12,11 @@ from plugattn.models import create_model, insert_attention, list_models, mmcv_pl
 
 __all__ += ["create_model", "insert_attention", "list_models", "mmcv_plugin"]
 
+# what modules and models cost, measured side by side (`plugattn bench`)
+from plugattn.benchmark import BenchReport, bench  # noqa: E402
+
+__all__ += ["BenchReport", "bench"]
+
 
 def load_model(checkpoint, *, map_location="cpu"):  # noqa: ANN001, ANN201 (documented in runner)
     """The trained model of a plugattn checkpoint (a run directory or its ``last.pt``), in eval mode."""

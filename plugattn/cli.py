@@ -190,7 +190,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from plugattn.bench import bench
+    from plugattn.benchmark import bench
 
     report = bench(
         args.attention,

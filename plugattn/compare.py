@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from plugattn import runner
-from plugattn.bench import FLOP_COUNTER, measure
+from plugattn.benchmark import FLOP_COUNTER, measure
 from plugattn.engine.checkpoint import load_checkpoint
 from plugattn.engine.config import TrainConfig
 from plugattn.report import markdown_table, plot_accuracy_vs_cost, write_csv

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import plugattn
-from plugattn.bench import PeakMemory, bench, count_flops
+from plugattn.benchmark import PeakMemory, bench, count_flops
 from plugattn.cli import main
 
 
@@ -145,6 +145,10 @@ def test_bad_arguments_name_what_is_wrong(kwargs, message):
     kwargs = {"attention": "se", **kwargs}
     with pytest.raises(ValueError, match=message):
         bench(**kwargs)
+
+
+def test_the_package_exports_bench():
+    assert plugattn.bench is bench and plugattn.BenchReport.__name__ == "BenchReport"
 
 
 def test_cli_prints_and_writes(tmp_path, capsys):

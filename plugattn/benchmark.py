@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 FLOP_COUNTER = (
-    "plugattn.bench.count_flops: conv + matmul as torch.utils.flop_counter (1 MAC = 2 FLOPs), plus "
+    "plugattn.benchmark.count_flops: conv + matmul as torch.utils.flop_counter (1 MAC = 2 FLOPs), plus "
     "element-wise work: 1 FLOP per output element of each point-wise op (add, multiply, sigmoid, ReLU, "
     "...), 1 per input element of each reduction and pooling, 4 per element of each normalisation"
 )
@@ -94,17 +94,20 @@ class _ElementwiseFlops(TorchDispatchMode):
         return out
 
 
-@torch.no_grad()
 def count_flops(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Forward FLOPs of ``module(x)`` in eval mode by :data:`FLOP_COUNTER`.
 
-    Returns ``{"matmul": conv + matmul, "elementwise": the rest, "total": both}``.
+    Returns ``{"matmul": conv + matmul, "elementwise": the rest, "total": both}``. The forward runs
+    with autograd on (nothing is kept), so a module's count is that of its equations as trained: an
+    inference-only kernel that does a reduction as a matrix product (HAM's) does not change it.
     """
     was_training = module.training
     module.eval()
+    x = x.detach().requires_grad_(x.is_floating_point())
     try:
-        with FlopCounterMode(display=False) as matmul, _ElementwiseFlops() as elementwise:
-            module(x)
+        with torch.enable_grad(), FlopCounterMode(display=False) as matmul:
+            with _ElementwiseFlops() as elementwise:
+                module(x)
     finally:
         module.train(was_training)
     m, e = int(matmul.get_total_flops()), int(elementwise.flops)
