@@ -3,7 +3,7 @@
 1. ResNet-20 + HAM / + SCSA training images/s relative to plain ResNet-20 (target >= 0.85), one SGD step
    at batch 256, at 1x28x28 and 3x32x32, each model in its best layout (contiguous or channels_last).
 2. HAM and SCSA inference forward relative to the memory floor (target <= 2.0): the time to copy the
-   input once, measured in the same loop (plugattn.bench.measure).
+   input once, measured in the same loop (plugattn.benchmark.measure).
 3. HAM and SCSA training step (forward + backward) against the straightforward transcriptions in
    benchmarks/naive.py (target >= 2x faster), after checking they compute the same.
 
