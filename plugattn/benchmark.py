@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from plugattn._checks import check_choice, check_int
+from plugattn._checks import check_choice, check_int, check_threads
 
 __all__ = [
     "FLOP_COUNTER",
@@ -433,7 +433,7 @@ def bench(
     check_int("warmup", warmup, minimum=0)
     check_int("repeats", repeats, minimum=1)
     if threads is not None:
-        check_int("threads", threads, minimum=1)
+        check_threads("threads", threads)
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     dev = torch.device(device)

@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -26,10 +26,20 @@ from plugattn.attention import attention_entry, create_attention, list_attention
 from plugattn.engine.config import list_presets, resolve_config
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with where to find the usage), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def get_parser() -> argparse.ArgumentParser:
     """The argument parser (a factory, so it can be composed and tested)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="plugattn", description="Plug-and-play attention modules for CNNs (HAM, SCSA, baselines)."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (for bug reports)"
     )
     sub = parser.add_subparsers(dest="command")
     ls = sub.add_parser("list", help="list the attention registry and check a forward pass of each module")
@@ -81,6 +91,8 @@ def get_parser() -> argparse.ArgumentParser:
     bn.add_argument("--repeats", type=int, default=20, help="timed calls of each (default 20)")
     bn.add_argument("--csv", help="also write the rows (with the conditions) to this CSV file")
     bn.add_argument("--json", help="also write the report to this JSON file")
+    for p in (ls, tr, ev, cp, bn):  # also after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="full tracebacks")
     return parser
 
 
@@ -125,7 +137,11 @@ def _overrides(args: argparse.Namespace, *, with_attention: bool) -> dict[str, A
         if "=" not in item:
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({reason})") from err
     return out
 
 
@@ -144,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise ValueError(f"--stop-after must be >= 1, got {args.stop_after}")
     cfg, preset = _config(args, with_attention=True)
-    out = Path(args.out) if args.out else Path("runs") / _default_name(cfg, preset)
+    out = runner.check_output_dir(args.out if args.out else Path("runs") / _default_name(cfg, preset))
     last = runner.train(
         cfg, out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress
     )
@@ -181,10 +197,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for a in attentions:
         if a != "none":
             attention_entry(a)  # unknown names fail before any training
+    repeated = sorted({a for a in attentions if attentions.count(a) > 1})
+    if repeated:
+        raise ValueError(f"--attention lists {', '.join(repeated)} more than once; name each module once")
     cfg, preset = _config(args, with_attention=False)
     out = (
         Path(args.out) if args.out else Path("runs") / f"compare-{preset or 'custom'}-{cfg.model}-{cfg.data}"
     )
+    from plugattn.runner import check_output_dir
+
+    check_output_dir(out)
     compare(cfg, attentions, list(range(args.seeds)), out, progress=not args.no_progress)
     return 0
 
@@ -267,13 +289,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if cmd_list(channels, size, batch) else 0
         commands = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "bench": cmd_bench}
         return commands[command](args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError) as err:
-        # The user's input was wrong (or the data): one clear line, no traceback.
-        print(f"plugattn {command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError) as err:
+        # The user's input was wrong, or the data, or the place asked to write to: one clear line.
+        if args.debug:
+            raise
+        print(f"plugattn {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"plugattn {command}: interrupted (a run resumes with --resume)", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug in plugattn (or torch): still one line, and how to report it
+        if args.debug:
+            raise
+        print(
+            f"plugattn {command}: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(this is a bug: please report it with the output of the same command run with --debug)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: OS errors with their path, and nothing after a message's first line."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename!r}"
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

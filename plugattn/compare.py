@@ -43,7 +43,14 @@ def compare(
         raise ValueError("attention must name at least one module (use 'none' for the plain backbone)")
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
-    out = Path(out)
+    for name, values in (("attention", [str(a).lower() for a in attentions]), ("seeds", list(seeds))):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(
+                f"{name} lists {', '.join(repeated)} more than once; each must appear once "
+                "(a repeated run would be counted twice in the mean)"
+            )
+    out = runner.check_output_dir(out)
     for seed in seeds:
         for attention in attentions:
             run_dir = _run_dir(out, attention, seed)

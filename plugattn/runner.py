@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from torch import nn
 
 import plugattn
 from plugattn.attention import attention_entry
-from plugattn.data import create_dataset, create_loader
+from plugattn.data import create_dataset, create_loader, dataset_entry
 from plugattn.engine.checkpoint import (
     atomic_save,
     capture_rng,
@@ -53,6 +54,8 @@ RESUME_MUTABLE = {"device", "num_workers", "threads", "data_dir", "download"}
 
 
 def resolve_device(name: str) -> torch.device:
+    if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", name)):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -64,6 +67,25 @@ def resolve_device(name: str) -> torch.device:
             f"device {name!r} was asked for, but torch sees {count} CUDA device(s): cuda:0..{count - 1}"
         )
     return device
+
+
+def check_output_dir(path: str | Path, argument: str = "--out") -> Path:
+    """``path`` can hold a run's files: a directory, or a place where one can be made and written.
+
+    Checked before any work, so a wrong ``--out`` costs a second, not a trained epoch, and nothing is
+    written anywhere when it is refused.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{argument} {str(path)!r} exists and is not a directory; name a directory")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{argument} {str(path)!r} cannot be made: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument} {str(path)!r}: no permission to write in {str(parent)!r}")
+    return path
 
 
 def _git_revision() -> str | None:
@@ -126,10 +148,30 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_chans: int, **extra: Any
     )
 
 
-def _datasets(cfg: TrainConfig):
+def _datasets(cfg: TrainConfig, log=print):
+    """The training split and the split evaluated during training, with one class list: label ``k``
+    means the same class in both (a non-training split may lack a class; it may not add one)."""
     test_split = "val" if cfg.data == "imagefolder" else "test"
     options = dict(root=cfg.data_dir, download=cfg.download, **cfg.data_options)
-    return create_dataset(cfg.data, "train", **options), create_dataset(cfg.data, test_split, **options)
+    train_set = create_dataset(cfg.data, "train", **options)
+    if "classes" in dataset_entry(cfg.data).options:
+        options["classes"] = list(train_set.classes)
+    test_set = create_dataset(cfg.data, test_split, **options)
+    check_same_classes(list(train_set.classes), test_set, f"{cfg.data}/{test_split}", log)
+    return train_set, test_set
+
+
+def check_same_classes(classes: list[str], dataset, where: str, log=print) -> None:
+    """``dataset`` labels its samples with ``classes`` (the training split's); say which have no sample."""
+    if list(dataset.classes) != classes:
+        raise ValueError(
+            f"{where} names its classes {list(dataset.classes)}, but the model's classes are {classes}: "
+            "labels would change meaning; evaluate on data with the training classes"
+        )
+    present = set(torch.as_tensor(dataset.labels).unique().tolist())
+    absent = [c for k, c in enumerate(classes) if k not in present]
+    if absent:
+        log(f"note: {where} has no samples of class(es) {absent}; they are not scored")
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
@@ -173,7 +215,7 @@ def train(
         progress: show a progress bar with ETA (on a terminal; epoch lines are printed regardless).
     """
     cfg.validate()
-    out = Path(out)
+    out = check_output_dir(out)
     device = resolve_device(cfg.device)
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
@@ -228,7 +270,7 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    train_set, test_set = _datasets(cfg)
+    train_set, test_set = _datasets(cfg, log if dist.is_main else (lambda *_: None))
 
     def loader(dataset, *, train: bool, batch_size: int):
         return create_loader(
@@ -433,17 +475,25 @@ def evaluate_checkpoint(
     path = Path(checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT
+    dev = resolve_device(device)
+    if out is not None:
+        check_output_dir(out)
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
     meta = ckpt["meta"]
+    same_data = data is None or data == cfg.data
     data = data or cfg.data
-    dev = resolve_device(device)
-    dataset = create_dataset(data, split, root=data_dir or cfg.data_dir, **cfg.data_options)
-    if len(dataset.classes) != meta["num_classes"] or dataset.in_chans != meta["in_chans"]:
+    # The training run's dataset options (e.g. synthetic's num_samples) belong to its dataset only.
+    options = dict(cfg.data_options) if same_data else {}
+    if "classes" in dataset_entry(data).options:
+        options["classes"] = list(meta["classes"])
+    dataset = create_dataset(data, split, root=data_dir or (cfg.data_dir if same_data else None), **options)
+    if dataset.in_chans != meta["in_chans"]:
         raise ValueError(
-            f"the checkpoint was trained for {meta['num_classes']} classes of {meta['in_chans']}-channel "
-            f"images; {data}/{split} has {len(dataset.classes)} classes of {dataset.in_chans} channels"
+            f"the checkpoint was trained on {meta['in_chans']}-channel images; "
+            f"{data}/{split} has {dataset.in_chans}-channel images"
         )
+    check_same_classes(list(meta["classes"]), dataset, f"{data}/{split}")
     model = _model_from_checkpoint(ckpt).to(dev)
     loader = create_loader(dataset, batch_size=batch_size, train=False, seed=cfg.seed, augment=cfg.augment)
     ev = evaluate(model, loader, num_classes=meta["num_classes"], device=dev, amp="none", flip=cfg.test_flip)

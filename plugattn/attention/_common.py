@@ -33,11 +33,31 @@ def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     ``t = int(|(log2(C) + b) / gamma|)``; ``k = t`` if ``t`` is odd else ``t + 1`` (ECA's integer rule:
     k = 3 for C in 16..64, 5 for 128..1024, 7 for 2048 with gamma=2, b=1).
     """
-    check_int("channels", channels, minimum=1)
+    channels = check_int("channels", channels, minimum=1)
     check_float("gamma", gamma, low=0, low_open=True)
     check_float("b", b)
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 == 1 else t + 1
+
+
+def check_feature_map(module: nn.Module, x: torch.Tensor) -> None:
+    """``x`` is the ``(B, C, H, W)`` map ``module`` was built for: 4-D, with ``module.channels`` channels.
+
+    Called first in every module's ``forward``: a wrong width fails here with a message naming the module
+    and both widths, not deep inside with an indexing error or, for modules without per-channel
+    parameters (ECA, SimAM, triplet), not at all. Two integer comparisons: free in eager mode and a
+    static guard under ``torch.compile``.
+    """
+    if x.dim() != 4:
+        raise ValueError(
+            f"{type(module).__name__} expects a (B, C, H, W) feature map; got a {x.dim()}-D tensor of "
+            f"shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != module.channels:
+        raise ValueError(
+            f"{type(module).__name__} was built for channels={module.channels}; got an input with "
+            f"{x.shape[1]} channels (shape {tuple(x.shape)}): build it with channels={x.shape[1]}"
+        )
 
 
 class GateHolder(nn.Module):
@@ -64,7 +84,7 @@ def reduced_channels(
     ``C // r``: SE at 16 channels with ratio 1/16 has 1 hidden unit, as in the SE and HAM papers. (timm
     rounds up to a multiple of 8, which silently turns a 16× reduction into 2× at CIFAR widths.)
     """
-    check_int("channels", channels, minimum=1)
+    channels = check_int("channels", channels, minimum=1)
     # rd_ratio is validated even when rd_channels overrides it, so a module needs no check of its own.
     check_float("rd_ratio", rd_ratio, low=0, high=1, low_open=True)
     if rd_channels is not None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import LayerFactory, make_layer, reduced_channels
+from plugattn.attention._common import LayerFactory, check_feature_map, make_layer, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["CoordAtt"]
@@ -69,7 +69,7 @@ class CoordAtt(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         check_int("min_channels", min_channels, minimum=1)
         hidden = reduced_channels(channels, rd_ratio, rd_channels, min_channels=min_channels)
         factory = {"device": device, "dtype": dtype}
@@ -83,6 +83,7 @@ class CoordAtt(nn.Module):
         self.gate = make_layer("gate_layer", gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         h, w = x.shape[2], x.shape[3]
         z_h = x.mean(dim=3, keepdim=True)  # (B, C, H, 1)
         z_w = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)

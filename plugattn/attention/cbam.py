@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import ConvNormGate, LayerFactory, make_layer, reduced_channels
+from plugattn.attention._common import (
+    ConvNormGate,
+    LayerFactory,
+    check_feature_map,
+    make_layer,
+    reduced_channels,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["CBAM", "CBAMChannel", "CBAMSpatial"]
@@ -106,7 +112,7 @@ class CBAM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         check_int("spatial_kernel_size", spatial_kernel_size, minimum=1, odd=True)
         factory = {"device": device, "dtype": dtype}
@@ -116,6 +122,7 @@ class CBAM(nn.Module):
         self.spatial = CBAMSpatial(spatial_kernel_size, gate_layer=gate_layer, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         x = x * self.channel(x)  # (B, C, H, W) * (B, C, 1, 1)
         return x * self.spatial(x)  # (B, C, H, W) * (B, 1, H, W)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import LayerFactory, eca_kernel_size, make_layer
+from plugattn.attention._common import LayerFactory, check_feature_map, eca_kernel_size, make_layer
 from plugattn.attention.registry import register_attention
 
 __all__ = ["ECA"]
@@ -59,7 +59,7 @@ class ECA(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         check_float("gamma", gamma, low=0, low_open=True)
         check_float("b", b)
         if kernel_size is None:
@@ -73,6 +73,7 @@ class ECA(nn.Module):
         self.gate = make_layer("gate_layer", gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         y = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C): the channels are the conv's sequence
         w = self.gate(self.conv(y))  # (B, 1, C)
         return x * w.transpose(1, 2).unsqueeze(3)  # (B, C, 1, 1)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_divisible, check_int
-from plugattn.attention._common import GateHolder, default_groups
+from plugattn.attention._common import GateHolder, check_feature_map, default_groups
 from plugattn.attention.registry import register_attention
 
 __all__ = ["EMA"]
@@ -65,7 +65,7 @@ class EMA(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         if factor is None:
             factor = default_groups(channels, 32, per_group=1, argument="factor groups")
         check_int("factor", factor, minimum=1)
@@ -87,6 +87,7 @@ class EMA(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         b, c, h, w = x.shape
         bg, cg = b * self.factor, self.group_channels
         xg = x.reshape(bg, cg, h, w)  # (B·G, c, H, W)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import reduced_channels
+from plugattn.attention._common import check_feature_map, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["GlobalContext"]
@@ -67,7 +67,7 @@ class GlobalContext(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         self.channels = channels
         self.rd_channels = reduced_channels(channels, rd_ratio, rd_channels)
         factory = {"device": device, "dtype": dtype}
@@ -90,6 +90,7 @@ class GlobalContext(nn.Module):
         nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         b, c, h, w = x.shape
         logits = self.conv_mask(x).reshape(b, 1, h * w)  # (B, 1, N)
         alpha = self.gate(logits)  # (B, 1, N), Eq. (1)

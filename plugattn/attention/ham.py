@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import eca_kernel_size
+from plugattn.attention._common import check_feature_map, eca_kernel_size
 from plugattn.attention.registry import register_attention
 
 __all__ = ["HAM", "HAMChannel", "HAMSpatial", "ham_important_channels"]
@@ -281,7 +281,7 @@ class HAM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         check_float("separation_rate", separation_rate, low=0, high=1, low_open=True, high_open=True)
         check_int("spatial_kernel_size", spatial_kernel_size, minimum=1, odd=True)
         if channel_kernel_size is None:
@@ -305,6 +305,7 @@ class HAM(nn.Module):
         self.spatial = HAMSpatial(spatial_kernel_size, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         a_c = self.channel(x)  # (B, C)
         # Hard per-sample separation; the mask carries no gradient (it reaches a_c through F').
         top = a_c.detach().topk(self.important_channels, dim=1).indices  # (B, c_im)

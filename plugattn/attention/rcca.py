@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import reduced_channels
+from plugattn.attention._common import check_feature_map, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["CrissCross"]
@@ -69,7 +69,7 @@ class CrissCross(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         check_int("recurrence", recurrence, minimum=1)
         self.channels = channels
         self.recurrence = recurrence
@@ -97,6 +97,7 @@ class CrissCross(nn.Module):
         return x + self.gamma * out  # Eq. (4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         for _ in range(self.recurrence):
             x = self._criss_cross(x)
         return x

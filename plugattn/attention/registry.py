@@ -6,6 +6,7 @@ Every module registers itself with :func:`register_attention` where it is define
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -89,11 +90,24 @@ def create_attention(attention: AttentionSpec, channels: int, **kwargs: Any) -> 
         channels: channels of the feature map the module sees.
         **kwargs: keyword options of the module (e.g. ``separation_rate=0.6`` for HAM).
     """
-    check_int("channels", channels, minimum=1)
+    channels = check_int("channels", channels, minimum=1)
     if attention is None or (isinstance(attention, str) and attention.lower() in _NONE_NAMES):
         return nn.Identity()
     if isinstance(attention, str):
-        return attention_entry(attention).cls(channels, **kwargs)
+        entry = attention_entry(attention)
+        accepted = [
+            p.name
+            for p in inspect.signature(entry.cls.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name not in ("self", "channels"))
+        ]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"attention {entry.name!r} ({entry.cls.__name__}) takes no argument "
+                f"{', '.join(map(repr, unknown))}; its arguments: {', '.join(accepted) or 'none'}"
+            )
+        return entry.cls(channels, **kwargs)
     if isinstance(attention, nn.Module):
         raise ValueError(
             f"attention must be a name, a class or a factory, not a module instance "

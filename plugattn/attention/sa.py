@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import GateHolder, default_groups
+from plugattn.attention._common import GateHolder, check_feature_map, default_groups
 from plugattn.attention.registry import register_attention
 
 __all__ = ["ShuffleAttention"]
@@ -64,7 +64,7 @@ class ShuffleAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         if groups is None:
             groups = default_groups(channels, 64, per_group=2, argument="groups")
         check_int("groups", groups, minimum=1)
@@ -86,6 +86,7 @@ class ShuffleAttention(nn.Module):
         self.spatial = GateHolder(nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         b, c, h, w = x.shape
         xg = x.reshape(b * self.groups, 2 * self.half_channels, h, w)  # (B·G, 2c, H, W)
         x_c, x_s = xg.chunk(2, dim=1)  # (B·G, c, H, W) each

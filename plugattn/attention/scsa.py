@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
-from plugattn.attention._common import GateHolder
+from plugattn.attention._common import GateHolder, check_feature_map
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SCSA"]
@@ -98,7 +98,7 @@ class SCSA(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=4)
+        channels = check_int("channels", channels, minimum=4)
         check_divisible("channels", channels, 4, "the number of SMSA groups")
         check_int("head_num", head_num, minimum=1)
         check_divisible("channels", channels, head_num, "head_num")
@@ -170,6 +170,7 @@ class SCSA(nn.Module):
         return torch.cat(weights), torch.cat(biases)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         b, c, h, w = x.shape
         # --- SMSA ---
         weight, bias = self._smsa_kernel()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import LayerFactory, make_layer, reduced_channels
+from plugattn.attention._common import LayerFactory, check_feature_map, make_layer, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SE"]
@@ -61,7 +61,7 @@ class SE(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         factory = {"device": device, "dtype": dtype}
         self.channels = channels
@@ -72,6 +72,7 @@ class SE(nn.Module):
         self.gate = make_layer("gate_layer", gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         z = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         s = self.gate(self.fc2(self.act(self.fc1(z))))  # (B, C, 1, 1)
         return x * s

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
+from plugattn.attention._common import check_feature_map
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SimAM"]
@@ -51,13 +52,14 @@ class SimAM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         check_float("e_lambda", e_lambda, low=0, low_open=True)
         self.channels = channels
         self.e_lambda = e_lambda
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         n = max(x.shape[2] * x.shape[3] - 1, 1)
         d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)  # (B, C, H, W)
         v = d.sum(dim=(2, 3), keepdim=True) / n  # (B, C, 1, 1)

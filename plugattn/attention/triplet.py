@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import ConvNormGate
+from plugattn.attention._common import ConvNormGate, check_feature_map
 from plugattn.attention.registry import register_attention
 
 __all__ = ["TripletAttention", "TripletBranch"]
@@ -76,7 +76,7 @@ class TripletAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int("channels", channels, minimum=1)
+        channels = check_int("channels", channels, minimum=1)
         check_int("kernel_size", kernel_size, minimum=1, odd=True)
         if not isinstance(no_spatial, bool):
             raise ValueError(f"no_spatial must be True or False, got {no_spatial!r}")
@@ -89,6 +89,7 @@ class TripletAttention(nn.Module):
         self.hw = None if no_spatial else TripletBranch(kernel_size, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(self, x)
         # C–H: the rotated view (B, H, C, W) pools over H; its map lies on the (C, W) plane.
         a_hc = self.hc(_z_pool(x, 2))  # (B, 1, C, W)
         y = x * a_hc.permute(0, 2, 1, 3)  # (B, C, 1, W)

@@ -11,7 +11,7 @@ for epoch in range(epochs):
 from plugattn.data.datasets import ArrayDataset, DatasetError, DatasetNotFoundError, FolderDataset
 from plugattn.data.download import DownloadError, download_dataset, download_file
 from plugattn.data.loader import Loader, create_loader
-from plugattn.data.registry import create_dataset, dataset_splits, list_datasets
+from plugattn.data.registry import create_dataset, dataset_entry, dataset_splits, list_datasets
 from plugattn.data.transforms import BatchAugment, RandomResizedCropFlip, ResizeCenterCrop
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ResizeCenterCrop",
     "create_dataset",
     "create_loader",
+    "dataset_entry",
     "dataset_splits",
     "download_dataset",
     "download_file",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class DatasetEntry:
     files: Callable[..., list[str]] | None  # None: generated in memory, nothing on disk
     options: tuple[str, ...]
     how_to_get: str = ""
+    # The training augmentation a recipe uses when it names this dataset but no augment of its own
+    # (create_loader's keys); a recipe written for another dataset does not impose its augment here.
+    augment: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -177,6 +180,7 @@ register_dataset(
         options=(),
         how_to_get=f"{_GET}, or install the Debian package dataset-fashion-mnist "
         "(apt install dataset-fashion-mnist)",
+        augment={"pad": 0, "flip": True},
     )
 )
 for _cifar in ("cifar10", "cifar100"):
@@ -188,6 +192,7 @@ for _cifar in ("cifar10", "cifar100"):
             files=lambda split, _n=_cifar: ds.cifar_files(_n, split),
             options=(),
             how_to_get=_GET,
+            augment={"pad": 4, "flip": True},  # the CIFAR standard (HAM's and ResNet's papers)
         )
     )
 register_dataset(
@@ -200,6 +205,7 @@ register_dataset(
         ),
         options=_options(ds.load_stl10),
         how_to_get=_GET,
+        augment={"pad": 12, "flip": True},  # HAM's STL-10 recipe
     )
 )
 register_dataset(
@@ -209,6 +215,7 @@ register_dataset(
         splits=("train", "val", "test"),
         files=None,
         options=_options(ds.make_synthetic),
+        augment={"pad": 0, "flip": True},
     )
 )
 register_dataset(
@@ -219,5 +226,6 @@ register_dataset(
         files=lambda split, **_: [split],
         options=_options(ds.load_imagefolder),
         how_to_get="lay the images out as <root>/<split>/<class_name>/<image files> (ImageNet layout)",
+        augment={"size": 224, "resize": 256, "flip": True},  # torchvision's ImageNet training transform
     )
 )

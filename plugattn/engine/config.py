@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugattn._checks import check_choice, check_float, check_int
+from plugattn._checks import check_choice, check_float, check_int, check_threads
+from plugattn.data.registry import dataset_entry, list_datasets
 from plugattn.engine.progressive import check_progressive
 
 __all__ = ["PRESETS", "TrainConfig", "list_presets", "load_yaml", "resolve_config"]
@@ -81,14 +82,61 @@ class TrainConfig:
         if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
             raise ValueError(f"channels_last must be True, False or 'auto', got {self.channels_last!r}")
         check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        self._check_optimizer_fields()
         check_choice("schedule", self.schedule, ("step", "cosine", "onecycle", "constant"))
+        self._check_schedule_fields()
+        for name in ("attention_kwargs", "model_kwargs", "data_options", "augment", "progressive_resize"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(
+                    f"{name} must be a mapping of option names to values (YAML {{name: value}}), "
+                    f"got {value!r}"
+                )
+        for name in ("nesterov", "download", "compile", "decay_norm_and_bias", "zero_init_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_int("seed", self.seed, minimum=0)
         check_int("num_workers", self.num_workers, minimum=0)
         if self.threads is not None:
-            check_int("threads", self.threads, minimum=1)
+            check_threads("threads", self.threads)
         if not (isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         return self
+
+    def _check_optimizer_fields(self) -> None:
+        """The optimiser's own fields, and no field set for the other optimiser (it would be ignored)."""
+        check_float("momentum", self.momentum, low=0, high=1, high_open=True)
+        betas = self.betas
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
+        for i, beta in enumerate(betas):
+            check_float(f"betas[{i}]", beta, low=0, high=1, high_open=True)
+        defaults = TrainConfig.__dataclass_fields__
+        ignored = {"sgd": ("betas",), "adamw": ("momentum", "nesterov")}[self.optimizer]
+        for name in ignored:
+            default = defaults[name].default
+            value = getattr(self, name)
+            if (list(value) if isinstance(value, (list, tuple)) else value) != (
+                list(default) if isinstance(default, tuple) else default
+            ):
+                raise ValueError(
+                    f"{name}={value!r} has no effect with optimizer={self.optimizer!r}; "
+                    f"remove it, or choose the optimizer that uses it"
+                )
+
+    def _check_schedule_fields(self) -> None:
+        if not isinstance(self.milestones, (list, tuple)):
+            raise ValueError(f"milestones must be a list of epochs, got {self.milestones!r}")
+        for m in self.milestones:
+            check_float("milestones", m, low=0)
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be in increasing order, got {list(self.milestones)}")
+        check_float("gamma", self.gamma, low=0, high=1, low_open=True)
+        check_float("min_lr_ratio", self.min_lr_ratio, low=0, high=1)
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs} is longer than the run (epochs={self.epochs})"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -201,7 +249,7 @@ def _apply(cfg: TrainConfig, updates: dict[str, Any], source: str) -> None:
         key = key.replace("-", "_")
         if key not in names:
             raise ValueError(f"{source}: unknown config field {key!r}; fields: {', '.join(sorted(names))}")
-        if key == "betas" and value is not None:
+        if key == "betas" and isinstance(value, list):
             value = tuple(value)
         setattr(cfg, key, value)
 
@@ -211,12 +259,22 @@ def resolve_config(
 ) -> TrainConfig:
     """Defaults, then ``preset``, then the YAML file, then ``overrides`` (``None`` values ignored)."""
     cfg = TrainConfig()
+    augment_for = cfg.data  # the dataset the current augment was written for
+    layers = []
     if preset is not None:
         check_choice("preset", preset, list_presets())
-        _apply(cfg, PRESETS[preset], f"preset {preset!r}")
+        layers.append((PRESETS[preset], f"preset {preset!r}"))
     if yaml_path is not None:
-        _apply(cfg, load_yaml(yaml_path), str(yaml_path))
-    _apply(cfg, {k: v for k, v in (overrides or {}).items() if v is not None}, "flags")
+        layers.append((load_yaml(yaml_path), str(yaml_path)))
+    layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, "flags"))
+    for updates, source in layers:
+        _apply(cfg, updates, source)
+        if "augment" in updates:
+            augment_for = cfg.data
+    if cfg.data != augment_for and isinstance(cfg.data, str) and cfg.data in list_datasets():
+        # A recipe's augment belongs to its dataset (pad-and-crop does not apply to image folders):
+        # another dataset, named without an augment, brings its own.
+        cfg.augment = dict(dataset_entry(cfg.data).augment)
     if isinstance(cfg.attention, str) and cfg.attention.lower() == "none":
         cfg.attention = None
     return cfg.validate()

@@ -94,9 +94,11 @@ class ResidualBlock(nn.Module):
     ) -> None:
         """Build ``attention`` for this block at ``position`` (``None``: the module's paper position)."""
         position = default_position(attention) if position is None else position
-        module = build_attention(
-            attention, self.attention_channels(position), attn_kwargs, device=device, dtype=dtype
-        )
+        channels = self.attention_channels(position)
+        try:
+            module = build_attention(attention, channels, attn_kwargs, device=device, dtype=dtype)
+        except ValueError as err:
+            raise ValueError(f"attention on this block's {channels}-channel map: {err}") from err
         self.install_attention(module, position)
 
     def install_attention(self, module: nn.Module, position: str) -> None:

@@ -127,8 +127,8 @@ class MobileNetV2(nn.Module):
             blocks = []
             for out_chs, stride, t in stage:
                 reduction *= stride
-                blocks.append(
-                    InvertedResidual(
+                try:
+                    block = InvertedResidual(
                         in_chs,
                         out_chs,
                         stride,
@@ -138,7 +138,12 @@ class MobileNetV2(nn.Module):
                         attn_kwargs=attn_kwargs,
                         **f,
                     )
-                )
+                except ValueError as err:
+                    raise ValueError(
+                        f"stages.{i}.{len(blocks)}: {err}; give attention_kwargs that fit each stage with "
+                        "attention, or leave this stage out with stages=[...] (model_kwargs)"
+                    ) from err
+                blocks.append(block)
                 in_chs = out_chs
             self.stages.append(nn.Sequential(*blocks))
             self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{i}"})

@@ -137,8 +137,8 @@ class ResNet(nn.Module):
             attn = attention if i in with_attention else None
             blocks = []
             for j in range(n):
-                blocks.append(
-                    block_cls(
+                try:
+                    block = block_cls(
                         in_chs,
                         planes,
                         stride if j == 0 else 1,
@@ -148,7 +148,13 @@ class ResNet(nn.Module):
                         **block_kwargs,
                         **f,
                     )
-                )
+                except ValueError as err:
+                    raise ValueError(
+                        f"{self._stage_names[i]}.{j}: {err}; the stage widths here are {list(widths)}: "
+                        "give attention_kwargs that fit each stage with attention, or leave this stage "
+                        "out with stages=[...] (model_kwargs)"
+                    ) from err
+                blocks.append(block)
                 in_chs = planes * block_cls.expansion
             self.add_module(self._stage_names[i], nn.Sequential(*blocks))
             self.feature_info.append(

@@ -328,7 +328,7 @@ _BAD_LAYERS = [
         (ECA, {"channels": -1}, r"^channels must be >= 1, got -1"),
         (ECA, {"channels": 16, "kernel_size": 4}, r"^kernel_size must be odd .*got 4"),
         (ECA, {"channels": 16, "kernel_size": 0}, r"^kernel_size must be >= 1, got 0"),
-        (ECA, {"channels": 16, "gamma": 0}, r"^gamma must lie in \(0, inf\]"),
+        (ECA, {"channels": 16, "gamma": 0}, r"^gamma must lie in \(0, inf\)"),
         (ECA, {"channels": 16, "b": float("inf")}, r"^b must be a finite number"),
         (CBAM, {"channels": 0}, r"^channels must be >= 1"),
         (CBAM, {"channels": 16, "rd_ratio": -0.1}, r"^rd_ratio must lie in"),
@@ -340,7 +340,7 @@ _BAD_LAYERS = [
         (CoordAtt, {"channels": 16, "rd_channels": 0}, r"^rd_channels must be >= 1"),
         (CoordAtt, {"channels": 16, "min_channels": 0}, r"^min_channels must be >= 1, got 0"),
         (SimAM, {"channels": 0}, r"^channels must be >= 1"),
-        (SimAM, {"channels": 8, "e_lambda": 0}, r"^e_lambda must lie in \(0, inf\], got 0"),
+        (SimAM, {"channels": 8, "e_lambda": 0}, r"^e_lambda must lie in \(0, inf\), got 0"),
         (SimAM, {"channels": 8, "e_lambda": "1e-4"}, r"^e_lambda must be a finite number"),
     ],
 )

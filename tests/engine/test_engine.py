@@ -81,7 +81,7 @@ def test_no_decay_groups_exempt_norms_biases_and_scalars():
 def test_bad_optimizer_arguments():
     with pytest.raises(ValueError, match=r"optimizer must be one of 'sgd', 'adamw'; got 'adam'"):
         build_optimizer(nn.Linear(1, 1), "adam")
-    with pytest.raises(ValueError, match=r"lr must lie in \(0, inf\]"):
+    with pytest.raises(ValueError, match=r"lr must lie in \(0, inf\)"):
         build_optimizer(nn.Linear(1, 1), "sgd", lr=0)
 
 
