@@ -147,7 +147,7 @@ CLI_PROBES = [
     (["train", *FAST, "--set", "betas=[1]", *OUT], r"betas must be two numbers"),
     (
         ["train", *FAST, "--set", "betas=[0.8, 0.9]", *OUT],
-        r"betas=.* no effect with optimizer='sgd'",
+        r"betas has no effect with optimizer='sgd' \(only with 'adamw'\)",
     ),
     (
         ["train", *FAST, "--set", "optimizer=adamw", "--set", "betas=[1.5, 0.9]", *OUT],
@@ -155,7 +155,7 @@ CLI_PROBES = [
     ),
     (
         ["train", *FAST, "--set", "optimizer=adamw", "--set", "nesterov=true", *OUT],
-        r"nesterov=True has no effect with optimizer='adamw'",
+        r"nesterov has no effect with optimizer='adamw'",
     ),
     (["train", *FAST, "--set", "nesterov=maybe", *OUT], r"nesterov must be true or false"),
     (
@@ -184,6 +184,14 @@ CLI_PROBES = [
         ["train", *FAST, "--attention", "sa", "--set", "attention_kwargs={groups: 64}", *OUT],
         r"layer1\.0: attention on this block's 16-channel map: .*groups=64.*widths here are \[16, 32, 64\]",
     ),
+    (
+        ["train", *FAST, "--set", "augment={pad:4}", *OUT],
+        r"YAML needs a space after the colon \(\{pad: 4\}\)",
+    ),
+    (
+        ["train", *FAST, "--set", "schedule=cosine", "--set", "milestones=[10]", *OUT],
+        r"milestones has no effect with schedule='cosine' \(only with 'step'\)",
+    ),  # fmt: skip
     # compare
     (["compare", "--attention", "se,se", *FAST, *OUT], r"--attention lists se more than once"),
     (["compare", "--attention", "none,None", *FAST, *OUT], r"lists none more than once"),

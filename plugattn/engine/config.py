@@ -92,6 +92,12 @@ class TrainConfig:
                     f"{name} must be a mapping of option names to values (YAML {{name: value}}), "
                     f"got {value!r}"
                 )
+            glued = [k for k, v in value.items() if ":" in k and v is None]
+            if glued:
+                raise ValueError(
+                    f"{name} has the option {glued[0]!r} with no value: YAML needs a space after the "
+                    f"colon ({{{glued[0].replace(':', ': ', 1)}}})"
+                )
         for name in ("nesterov", "download", "compile", "decay_norm_and_bias", "zero_init_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -104,25 +110,13 @@ class TrainConfig:
         return self
 
     def _check_optimizer_fields(self) -> None:
-        """The optimiser's own fields, and no field set for the other optimiser (it would be ignored)."""
+        """Values the optimisers accept (whether the chosen one reads a field: see resolve_config)."""
         check_float("momentum", self.momentum, low=0, high=1, high_open=True)
         betas = self.betas
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
             check_float(f"betas[{i}]", beta, low=0, high=1, high_open=True)
-        defaults = TrainConfig.__dataclass_fields__
-        ignored = {"sgd": ("betas",), "adamw": ("momentum", "nesterov")}[self.optimizer]
-        for name in ignored:
-            default = defaults[name].default
-            value = getattr(self, name)
-            if (list(value) if isinstance(value, (list, tuple)) else value) != (
-                list(default) if isinstance(default, tuple) else default
-            ):
-                raise ValueError(
-                    f"{name}={value!r} has no effect with optimizer={self.optimizer!r}; "
-                    f"remove it, or choose the optimizer that uses it"
-                )
 
     def _check_schedule_fields(self) -> None:
         if not isinstance(self.milestones, (list, tuple)):
@@ -219,6 +213,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Fields that only some optimisers or schedules read: (the field that decides, the values that read it).
+USED_BY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "momentum": ("optimizer", ("sgd",)),
+    "nesterov": ("optimizer", ("sgd",)),
+    "betas": ("optimizer", ("adamw",)),
+    "milestones": ("schedule", ("step",)),
+    "gamma": ("schedule", ("step",)),
+    "min_lr_ratio": ("schedule", ("cosine", "onecycle")),
+}
+
+
+def _check_used(cfg: TrainConfig, given: set[str]) -> None:
+    """A field the user set (in a YAML file or a flag) that the chosen optimiser or schedule ignores is an
+    error, not a silent no-op; fields a preset sets for its own optimiser and schedule are left alone."""
+    for name in sorted(given & set(USED_BY)):
+        decider, users = USED_BY[name]
+        if getattr(cfg, decider) not in users:
+            raise ValueError(
+                f"{name} has no effect with {decider}={getattr(cfg, decider)!r} (only with "
+                f"{' or '.join(map(repr, users))}); remove it, or set {decider}"
+            )
+
+
 def list_presets() -> list[str]:
     return sorted(PRESETS)
 
@@ -271,10 +288,13 @@ def resolve_config(
         _apply(cfg, updates, source)
         if "augment" in updates:
             augment_for = cfg.data
+    given = {k.replace("-", "_") for updates, _ in layers[1 if preset is not None else 0 :] for k in updates}
     if cfg.data != augment_for and isinstance(cfg.data, str) and cfg.data in list_datasets():
         # A recipe's augment belongs to its dataset (pad-and-crop does not apply to image folders):
         # another dataset, named without an augment, brings its own.
         cfg.augment = dict(dataset_entry(cfg.data).augment)
     if isinstance(cfg.attention, str) and cfg.attention.lower() == "none":
         cfg.attention = None
-    return cfg.validate()
+    cfg.validate()
+    _check_used(cfg, given)
+    return cfg
