@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 from torch import nn
 
 from plugattn._checks import check_choice, check_int
+from plugattn._registry import NO_ATTENTION, Registry, is_no_attention
 
 __all__ = [
     "POSITIONS",
     "AttentionEntry",
     "attention_entry",
+    "attention_name_of",
     "create_attention",
     "list_attention",
     "register_attention",
@@ -43,22 +45,21 @@ class AttentionEntry:
     paper: str
 
 
-_REGISTRY: dict[str, AttentionEntry] = {}
-_NONE_NAMES = ("none",)
+_REGISTRY: Registry[AttentionEntry] = Registry("attention", reserved=(NO_ATTENTION,), also="or 'none'")
 
 
 def register_attention(name: str, *, paper: str, position: str = "end") -> Callable[[M], M]:
     """Class decorator adding a module under ``name``; a name registered twice raises ``ValueError``."""
-    if not isinstance(name, str) or not name or name != name.lower() or name in _NONE_NAMES:
-        raise ValueError(f"name must be a non-empty lower-case string other than 'none', got {name!r}")
+    _REGISTRY.check_name(name)
     check_choice("position", position, POSITIONS)
 
     def decorator(cls: M) -> M:
-        if name in _REGISTRY:
-            raise ValueError(
-                f"attention {name!r} is already registered (by {_REGISTRY[name].cls.__qualname__})"
-            )
-        _REGISTRY[name] = AttentionEntry(name=name, cls=cls, position=position, paper=paper)
+        taken = _REGISTRY.get(name)
+        _REGISTRY.register(
+            name,
+            AttentionEntry(name=name, cls=cls, position=position, paper=paper),
+            owner=f"by {taken.cls.__qualname__}" if taken is not None else "",
+        )
         return cls
 
     return decorator
@@ -66,15 +67,18 @@ def register_attention(name: str, *, paper: str, position: str = "end") -> Calla
 
 def list_attention() -> list[str]:
     """The registered names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def attention_entry(name: str) -> AttentionEntry:
     """The registry entry of ``name``; unknown names raise ``ValueError`` listing the known ones."""
-    key = name.lower() if isinstance(name, str) else name
-    if key not in _REGISTRY:
-        raise ValueError(f"attention must be one of {', '.join(list_attention())} (or 'none'); got {name!r}")
-    return _REGISTRY[key]
+    return _REGISTRY.lookup(name)
+
+
+def attention_name_of(cls: type[nn.Module]) -> str | None:
+    """The registered name of module class ``cls``, or None."""
+    found = _REGISTRY.find(lambda entry: entry.cls is cls)
+    return found[0] if found is not None else None
 
 
 AttentionSpec = str | type[nn.Module] | Callable[..., nn.Module] | None
@@ -91,7 +95,7 @@ def create_attention(attention: AttentionSpec, channels: int, **kwargs: Any) -> 
         **kwargs: keyword options of the module (e.g. ``separation_rate=0.6`` for HAM).
     """
     channels = check_int("channels", channels, minimum=1)
-    if attention is None or (isinstance(attention, str) and attention.lower() in _NONE_NAMES):
+    if is_no_attention(attention):
         return nn.Identity()
     if isinstance(attention, str):
         entry = attention_entry(attention)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plugattn._checks import check_choice
+from plugattn._registry import Registry
 from plugattn.data import datasets as ds
 from plugattn.data.download import RESOURCES, download_dataset
 
@@ -59,27 +60,22 @@ class DatasetEntry:
     augment: dict[str, Any] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+_REGISTRY: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(entry: DatasetEntry) -> DatasetEntry:
     """Add ``entry``; a second entry under the same name is an error, not a silent replacement."""
-    if entry.name in _REGISTRY:
-        raise ValueError(f"dataset {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return _REGISTRY.register(entry.name, entry)
 
 
 def list_datasets() -> list[str]:
     """The registered dataset names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def dataset_entry(name: str) -> DatasetEntry:
     """The registry entry of ``name``; ValueError listing the known names otherwise."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def dataset_splits(name: str) -> tuple[str, ...]:
@@ -134,6 +130,7 @@ def create_dataset(
         DatasetError: a file is truncated or corrupt, or its labels are out of range.
     """
     entry = dataset_entry(name)
+    name = entry.name
     check_choice("split", split, entry.splits)
     unknown = sorted(set(options) - set(entry.options))
     if unknown:

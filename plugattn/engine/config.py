@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plugattn._checks import check_choice, check_float, check_int, check_threads
+from plugattn._registry import Registry, is_no_attention
 from plugattn.data.registry import dataset_entry, list_datasets
 from plugattn.engine.progressive import check_progressive
 
@@ -145,7 +146,7 @@ class TrainConfig:
         return d
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+_PRESETS: dict[str, dict[str, Any]] = {
     # HAM paper, CIFAR: SGD 0.9, wd 5e-4, batch 128, lr 0.1 / 5 at 60/120/160, 200 epochs, pad-4 + flip.
     "ham-cifar": {
         "data": "cifar10",
@@ -212,6 +213,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+PRESETS: Registry[dict[str, Any]] = Registry("preset")
+for _name, _fields in _PRESETS.items():
+    PRESETS.register(_name, _fields)
+
 
 # Fields that only some optimisers or schedules read: (the field that decides, the values that read it).
 USED_BY: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -237,7 +242,7 @@ def _check_used(cfg: TrainConfig, given: set[str]) -> None:
 
 
 def list_presets() -> list[str]:
-    return sorted(PRESETS)
+    return PRESETS.names()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -279,8 +284,7 @@ def resolve_config(
     augment_for = cfg.data  # the dataset the current augment was written for
     layers = []
     if preset is not None:
-        check_choice("preset", preset, list_presets())
-        layers.append((PRESETS[preset], f"preset {preset!r}"))
+        layers.append((PRESETS.lookup(preset), f"preset {preset!r}"))
     if yaml_path is not None:
         layers.append((load_yaml(yaml_path), str(yaml_path)))
     layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, "flags"))
@@ -293,7 +297,7 @@ def resolve_config(
         # A recipe's augment belongs to its dataset (pad-and-crop does not apply to image folders):
         # another dataset, named without an augment, brings its own.
         cfg.augment = dict(dataset_entry(cfg.data).augment)
-    if isinstance(cfg.attention, str) and cfg.attention.lower() == "none":
+    if is_no_attention(cfg.attention):
         cfg.attention = None
     cfg.validate()
     _check_used(cfg, given)

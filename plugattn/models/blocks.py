@@ -27,7 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn._checks import check_choice, check_float, check_int
-from plugattn.attention.registry import AttentionSpec, attention_entry, create_attention, list_attention
+from plugattn.attention.registry import (
+    AttentionSpec,
+    attention_name_of,
+    create_attention,
+)
 from plugattn.models.placement import default_position, group_index, is_empty
 
 __all__ = [
@@ -58,9 +62,7 @@ def build_attention(
     ``device``/``dtype``), applied with ``.to`` to anything else (a user factory need not take them)."""
     kwargs = dict(attn_kwargs or {})
     factory = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-    registered = isinstance(attention, str) or any(
-        attention_entry(n).cls is attention for n in list_attention()
-    )
+    registered = isinstance(attention, str) or attention_name_of(attention) is not None
     if registered or not factory:
         return create_attention(attention, channels, **kwargs, **factory)
     return create_attention(attention, channels, **kwargs).to(**factory)

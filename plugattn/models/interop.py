@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
+from plugattn._registry import is_no_attention
 from plugattn.attention.registry import AttentionSpec, attention_entry, create_attention
 
 __all__ = ["AttentionPlugin", "mmcv_plugin", "register_mmcv_plugin"]
@@ -79,7 +80,7 @@ def mmcv_plugin(
 
     The same arguments give the same class (cached), so building twice registers once.
     """
-    if attention is None or (isinstance(attention, str) and attention.lower() == "none"):
+    if is_no_attention(attention):
         raise ValueError(f"mmcv_plugin needs an attention module, got {attention!r}")
     if isinstance(attention, str):
         cls_name, abbr = attention_entry(attention).cls.__name__, attention.lower()

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from plugattn._checks import check_choice, check_int
-from plugattn.attention.registry import AttentionSpec, attention_entry, list_attention
+from plugattn._registry import is_no_attention
+from plugattn.attention.registry import AttentionSpec, attention_entry, attention_name_of
 
 __all__ = ["POSITIONS", "check_stages", "default_position", "group_index"]
 
@@ -35,17 +36,10 @@ POSITIONS = ("end", "before_last_conv", "after_conv1", "after_conv2", "after_con
 
 def default_position(attention: AttentionSpec) -> str:
     """The paper position of ``attention``: its registry entry's, ``"end"`` for anything unregistered."""
-    if attention is None:
+    if is_no_attention(attention):
         return "end"
-    if isinstance(attention, str):
-        if attention.lower() == "none":
-            return "end"
-        return attention_entry(attention).position
-    for name in list_attention():
-        entry = attention_entry(name)
-        if entry.cls is attention:
-            return entry.position
-    return "end"
+    name = attention if isinstance(attention, str) else attention_name_of(attention)
+    return attention_entry(name).position if name is not None else "end"
 
 
 def group_index(position: str, num_groups: int, block: str) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from plugattn._checks import check_int
+from plugattn._registry import Registry
 from plugattn.attention.registry import AttentionSpec
 
 __all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]
@@ -34,7 +35,7 @@ class ModelEntry:
     family: str = field(default="")
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(
@@ -47,10 +48,6 @@ def register_model(
     family: str = "",
 ) -> ModelEntry:
     """Add ``name`` → ``builder(**config)``; a name registered twice raises ``ValueError``."""
-    if not isinstance(name, str) or not name or name != name.lower():
-        raise ValueError(f"model name must be a non-empty lower-case string, got {name!r}")
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered ({_REGISTRY[name].family or 'no family'})")
     check_int("num_classes", num_classes, minimum=1)
     entry = ModelEntry(
         name=name,
@@ -60,20 +57,18 @@ def register_model(
         paper=paper,
         family=family,
     )
-    _REGISTRY[name] = entry
-    return entry
+    taken = _REGISTRY.get(name)
+    return _REGISTRY.register(name, entry, owner=(taken.family or "no family") if taken is not None else "")
 
 
 def list_models() -> list[str]:
     """The registered model names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; unknown names raise ``ValueError`` listing the known ones."""
-    if not isinstance(name, str) or name.lower() not in _REGISTRY:
-        raise ValueError(f"model must be one of {', '.join(list_models())}; got {name!r}")
-    return _REGISTRY[name.lower()]
+    return _REGISTRY.lookup(name)
 
 
 def create_model(

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_choice
+from plugattn._registry import is_no_attention
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import ResidualBlock, build_attention
 from plugattn.models.placement import POSITIONS, check_stages, default_position, group_index, is_empty
@@ -300,7 +301,7 @@ def insert_attention(
     The attention takes the device and dtype of the block it goes into. Every block is checked and
     every attention module built before the model is changed, so an error leaves the model as it was.
     """
-    if attention is None or (isinstance(attention, str) and attention.lower() == "none"):
+    if is_no_attention(attention):
         return model
     position = (
         default_position(attention) if position is None else check_choice("position", position, POSITIONS)

@@ -25,7 +25,7 @@ def test_list_datasets():
 
 def test_unknown_name_lists_known_ones():
     with pytest.raises(
-        ValueError, match=r"unknown dataset 'mnist'; known datasets: cifar10, cifar100, fashion"
+        ValueError, match=r"dataset must be one of cifar10, cifar100, fashion-mnist, .*; got 'mnist'"
     ):
         create_dataset("mnist", "train")
 
