@@ -8,9 +8,9 @@ for epoch in range(epochs):
         ...
 """
 
-from plugattn.data.datasets import ArrayDataset, DatasetError, DatasetNotFoundError, FolderDataset
 from plugattn.data.download import DownloadError, download_dataset, download_file
 from plugattn.data.loader import Loader, create_loader
+from plugattn.data.records import ArrayDataset, DatasetError, DatasetNotFoundError, FolderDataset
 from plugattn.data.registry import create_dataset, dataset_entry, dataset_splits, list_datasets
 from plugattn.data.transforms import BatchAugment, RandomResizedCropFlip, ResizeCenterCrop
 

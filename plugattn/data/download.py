@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugattn._checks import check_choice
-from plugattn.data.datasets import DatasetError
+from plugattn.data.records import DatasetError
 
 __all__ = ["RESOURCES", "DownloadError", "Resource", "download_dataset", "download_file", "extract_tar"]
 

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from plugattn._checks import check_int
 from plugattn.data._seed import derive_seed
-from plugattn.data.datasets import ArrayDataset, FolderDataset
+from plugattn.data.records import ArrayDataset, FolderDataset
 from plugattn.data.transforms import BatchAugment, RandomResizedCropFlip, ResizeCenterCrop
 
 __all__ = ["Loader", "create_loader", "shard_indices"]

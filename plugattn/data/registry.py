@@ -22,8 +22,13 @@ from typing import Any
 
 from plugattn._checks import check_choice
 from plugattn._registry import Registry
-from plugattn.data import datasets as ds
+from plugattn.data.cifar import cifar_files, load_cifar
 from plugattn.data.download import RESOURCES, download_dataset
+from plugattn.data.fashion_mnist import FASHION_MNIST_FILES, load_fashion_mnist
+from plugattn.data.imagefolder import load_imagefolder
+from plugattn.data.records import ArrayDataset, DatasetNotFoundError, FolderDataset
+from plugattn.data.stl10 import STL10_SPLIT_MODES, load_stl10, stl10_files
+from plugattn.data.synthetic import make_synthetic
 
 __all__ = [
     "DATA_ENV",
@@ -50,7 +55,7 @@ class DatasetEntry:
     """
 
     name: str
-    reader: Callable[..., ds.ArrayDataset | ds.FolderDataset]
+    reader: Callable[..., ArrayDataset | FolderDataset]
     splits: tuple[str, ...]
     files: Callable[..., list[str]] | None  # None: generated in memory, nothing on disk
     options: tuple[str, ...]
@@ -107,7 +112,7 @@ def create_dataset(
     download: bool = False,
     base_url: str | None = None,
     **options: Any,
-) -> ds.ArrayDataset | ds.FolderDataset:
+) -> ArrayDataset | FolderDataset:
     """Build dataset ``name``'s ``split`` from local files (downloading them first on request).
 
     Args:
@@ -150,7 +155,7 @@ def create_dataset(
     if found is None:
         missing = _missing(dirs[0], required)
         also = f" (also looked in {', '.join(map(str, dirs[1:]))})" if len(dirs) > 1 else ""
-        raise ds.DatasetNotFoundError(
+        raise DatasetNotFoundError(
             f"{name} {split} split not found in {dirs[0]}{also}: missing {', '.join(missing)}; "
             f"{entry.how_to_get}"
         )
@@ -171,9 +176,9 @@ _GET = (
 register_dataset(
     DatasetEntry(
         name="fashion-mnist",
-        reader=ds.load_fashion_mnist,
+        reader=load_fashion_mnist,
         splits=("train", "test"),
-        files=lambda split: list(ds.FASHION_MNIST_FILES[split]),
+        files=lambda split: list(FASHION_MNIST_FILES[split]),
         options=(),
         how_to_get=f"{_GET}, or install the Debian package dataset-fashion-mnist "
         "(apt install dataset-fashion-mnist)",
@@ -184,9 +189,9 @@ for _cifar in ("cifar10", "cifar100"):
     register_dataset(
         DatasetEntry(
             name=_cifar,
-            reader=lambda directory, split, _n=_cifar: ds.load_cifar(directory, split, name=_n),
+            reader=lambda directory, split, _n=_cifar: load_cifar(directory, split, name=_n),
             splits=("train", "test"),
-            files=lambda split, _n=_cifar: ds.cifar_files(_n, split),
+            files=lambda split, _n=_cifar: cifar_files(_n, split),
             options=(),
             how_to_get=_GET,
             augment={"pad": 4, "flip": True},  # the CIFAR standard (HAM's and ResNet's papers)
@@ -195,12 +200,12 @@ for _cifar in ("cifar10", "cifar100"):
 register_dataset(
     DatasetEntry(
         name="stl10",
-        reader=ds.load_stl10,
+        reader=load_stl10,
         splits=("train", "test"),
-        files=lambda split, split_mode="standard", split_seed=0: ds.stl10_files(
-            split, check_choice("split_mode", split_mode, ds.STL10_SPLIT_MODES)
+        files=lambda split, split_mode="standard", split_seed=0: stl10_files(
+            split, check_choice("split_mode", split_mode, STL10_SPLIT_MODES)
         ),
-        options=_options(ds.load_stl10),
+        options=_options(load_stl10),
         how_to_get=_GET,
         augment={"pad": 12, "flip": True},  # HAM's STL-10 recipe
     )
@@ -208,20 +213,20 @@ register_dataset(
 register_dataset(
     DatasetEntry(
         name="synthetic",
-        reader=lambda directory, split, **kw: ds.make_synthetic(split, **kw),
+        reader=lambda directory, split, **kw: make_synthetic(split, **kw),
         splits=("train", "val", "test"),
         files=None,
-        options=_options(ds.make_synthetic),
+        options=_options(make_synthetic),
         augment={"pad": 0, "flip": True},
     )
 )
 register_dataset(
     DatasetEntry(
         name="imagefolder",
-        reader=ds.load_imagefolder,
+        reader=load_imagefolder,
         splits=("train", "val", "test"),
         files=lambda split, **_: [split],
-        options=_options(ds.load_imagefolder),
+        options=_options(load_imagefolder),
         how_to_get="lay the images out as <root>/<split>/<class_name>/<image files> (ImageNet layout)",
         augment={"size": 224, "resize": 256, "flip": True},  # torchvision's ImageNet training transform
     )

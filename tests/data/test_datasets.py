@@ -12,7 +12,9 @@ import torch
 
 from plugattn.data import ArrayDataset, DatasetError, FolderDataset, create_dataset, list_datasets
 from plugattn.data import registry as reg
-from plugattn.data.datasets import DatasetNotFoundError, ham_split_indices, make_synthetic
+from plugattn.data.records import DatasetNotFoundError
+from plugattn.data.stl10 import ham_split_indices
+from plugattn.data.synthetic import make_synthetic
 from tests.data import formats as fmt
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
