@@ -254,6 +254,9 @@ def _train(cfg, out, device, dist, resume, stop_after, progress, log) -> dict[st
         raise ValueError(
             f"--out {str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
         )
+    # Every process has looked at ``out`` before the first one writes to it: otherwise a slower process
+    # sees the files of this very run and refuses it as "already holds a run" (or reads a newer checkpoint).
+    barrier(dist)
     saved = ckpt["meta"].get("numerics") if ckpt is not None else None
     if saved is not None:  # a resumed run computes as it started, whatever this machine would choose
         numerics = Numerics(saved["amp"], saved["channels_last"], f"as the run started: {saved['reason']}")

@@ -71,19 +71,20 @@ def build_attention(
 class ResidualBlock(nn.Module):
     """Base of plugattn's blocks: a residual branch of conv groups and one attention hook ``attn``.
 
-    Subclasses build their layers, set ``self._groups`` (attribute names per conv group, in order) and
-    ``self._group_channels`` (each group's output channels), then call :meth:`set_attention`.
+    Subclasses build their layers, set ``self._group_channels`` (each conv group's output channels, in
+    order), call :meth:`set_attention`, and write ``forward`` as the data flow it is — conv → norm → act
+    of each group, each group's output passed through ``self.attend(y, after=i)`` (the attention runs
+    after the one group its position names), then the add — and ``zero_init_last`` for their last norm.
     """
 
-    _groups: tuple[tuple[str, ...], ...]
-    _group_channels: tuple[int, ...]
-    _branch: tuple[str, ...]
+    _group_channels: tuple[int, ...]  # output channels of each conv group, in order
+    _attn_after: int  # the index of the conv group the attention follows
     attn: nn.Module
     attn_position: str
 
     def attention_channels(self, position: str) -> int:
         """Channels of the feature map the attention sees at ``position``."""
-        return self._group_channels[group_index(position, len(self._groups), type(self).__name__)]
+        return self._group_channels[group_index(position, len(self._group_channels), type(self).__name__)]
 
     def set_attention(
         self,
@@ -104,26 +105,22 @@ class ResidualBlock(nn.Module):
         self.install_attention(module, position)
 
     def install_attention(self, module: nn.Module, position: str) -> None:
-        """Put an already-built attention ``module`` at ``position`` (fixes the branch order)."""
-        index = group_index(position, len(self._groups), type(self).__name__)
+        """Put an already-built attention ``module`` at ``position`` (after which conv group it runs)."""
+        self._attn_after = group_index(position, len(self._group_channels), type(self).__name__)
         self.attn = module
         self.attn_position = position
-        names = [*(n for g in self._groups[: index + 1] for n in g), "attn"]
-        self._branch = (*names, *(n for g in self._groups[index + 1 :] for n in g))
 
     @property
     def has_attention(self) -> bool:
         return not is_empty(self.attn)
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch: the conv groups in order, with ``attn`` at its fixed point."""
-        for name in self._branch:
-            x = getattr(self, name)(x)
-        return x
+    def attend(self, x: torch.Tensor, *, after: int) -> torch.Tensor:
+        """``attn(x)`` if the attention sits after conv group ``after``, else ``x`` (a fixed choice)."""
+        return self.attn(x) if after == self._attn_after else x
 
     def zero_init_last(self) -> None:
         """Zero the weight of the branch's last norm (Goyal et al. 2017): the block starts near identity."""
-        nn.init.zeros_(getattr(self, self._groups[-1][1]).weight)
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"attn_position={self.attn_position!r}"
@@ -160,23 +157,21 @@ class ShortcutA(nn.Module):
         return f"stride={self.stride}, pad=({self.pad_before}, {self.pad_after})"
 
 
-class _ResNetBlock(ResidualBlock):
-    """What BasicBlock, Bottleneck and PreActBasicBlock share: construction of the shortcut."""
-
-    expansion = 1
-
-    @classmethod
-    def make_shortcut(cls, kind: str, in_chs: int, out_chs: int, stride: int, **factory: Any) -> nn.Module:
-        """The shortcut from ``in_chs`` to ``out_chs`` at ``stride``: identity when shapes match."""
-        check_choice("shortcut", kind, SHORTCUTS)
-        if stride == 1 and in_chs == out_chs:
-            return nn.Identity()
-        if kind == "A":
-            return ShortcutA(in_chs, out_chs, stride)
-        return nn.Sequential(_conv(in_chs, out_chs, 1, stride, **factory), nn.BatchNorm2d(out_chs, **factory))
+def make_shortcut(
+    kind: str, in_chs: int, out_chs: int, stride: int, *, norm: bool = True, **factory: Any
+) -> nn.Module:
+    """The shortcut from ``in_chs`` to ``out_chs`` at ``stride``: the identity when the shapes match, else
+    option A (:class:`ShortcutA`) or option B (a 1×1 conv, followed by BatchNorm when ``norm``)."""
+    check_choice("shortcut", kind, SHORTCUTS)
+    if stride == 1 and in_chs == out_chs:
+        return nn.Identity()
+    if kind == "A":
+        return ShortcutA(in_chs, out_chs, stride)
+    conv = _conv(in_chs, out_chs, 1, stride, **factory)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_chs, **factory)) if norm else conv
 
 
-class BasicBlock(_ResNetBlock):
+class BasicBlock(ResidualBlock):
     """Two 3×3 convs: conv1 → bn1 → ReLU → conv2 → bn2, plus the shortcut, then ReLU.
 
     Args:
@@ -223,17 +218,21 @@ class BasicBlock(_ResNetBlock):
         self.act1 = nn.ReLU(inplace=True)
         self.conv2 = _conv(planes, planes, 3, **f)
         self.bn2 = nn.BatchNorm2d(planes, **f)
-        self.downsample = self.make_shortcut(shortcut, in_chs, planes, stride, **f)
+        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, **f)
         self.act2 = nn.ReLU(inplace=True)
-        self._groups = (("conv1", "bn1", "act1"), ("conv2", "bn2"))
         self._group_channels = (planes, planes)
         self.set_attention(attention, position, attn_kwargs, **f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(self.branch(x) + self.downsample(x))
+        y = self.attend(self.act1(self.bn1(self.conv1(x))), after=0)
+        y = self.attend(self.bn2(self.conv2(y)), after=1)
+        return self.act2(y + self.downsample(x))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
 
 
-class Bottleneck(_ResNetBlock):
+class Bottleneck(ResidualBlock):
     """1×1 → 3×3 (grouped, strided) → 1×1 convs with BN, ReLU between, plus the shortcut, then ReLU.
 
     ``width = int(planes · base_width / 64) · groups`` channels inside, ``4 · planes`` out (ResNeXt's
@@ -284,17 +283,22 @@ class Bottleneck(_ResNetBlock):
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = _conv(width, out_chs, 1, **f)
         self.bn3 = nn.BatchNorm2d(out_chs, **f)
-        self.downsample = self.make_shortcut(shortcut, in_chs, out_chs, stride, **f)
+        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride, **f)
         self.act3 = nn.ReLU(inplace=True)
-        self._groups = (("conv1", "bn1", "act1"), ("conv2", "bn2", "act2"), ("conv3", "bn3"))
         self._group_channels = (width, width, out_chs)
         self.set_attention(attention, position, attn_kwargs, **f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act3(self.branch(x) + self.downsample(x))
+        y = self.attend(self.act1(self.bn1(self.conv1(x))), after=0)
+        y = self.attend(self.act2(self.bn2(self.conv2(y))), after=1)
+        y = self.attend(self.bn3(self.conv3(y)), after=2)
+        return self.act3(y + self.downsample(x))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
 
 
-class PreActBasicBlock(_ResNetBlock):
+class PreActBasicBlock(ResidualBlock):
     """Wide ResNet's pre-activation block: BN → ReLU → conv1 → BN → ReLU → dropout → conv2, plus shortcut.
 
     When the shape changes the shortcut (a 1×1 conv, no BN: ``"B"``; or ``"A"``) takes the
@@ -348,21 +352,11 @@ class PreActBasicBlock(_ResNetBlock):
         self.act2 = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop_rate)
         self.conv2 = _conv(planes, planes, 3, **f)
-        self.downsample = self.make_shortcut(shortcut, in_chs, planes, stride, **f)
+        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, norm=False, **f)
         # Whether the shortcut sees the pre-activated input (set once; not an attention switch).
         self.shortcut_preact = not isinstance(self.downsample, nn.Identity)
-        self._groups = (("conv1", "bn2", "act2"), ("drop", "conv2"))
         self._group_channels = (planes, planes)
         self.set_attention(attention, position, attn_kwargs, **f)
-
-    @classmethod
-    def make_shortcut(cls, kind: str, in_chs: int, out_chs: int, stride: int, **factory: Any) -> nn.Module:
-        check_choice("shortcut", kind, SHORTCUTS)
-        if stride == 1 and in_chs == out_chs:
-            return nn.Identity()
-        if kind == "A":
-            return ShortcutA(in_chs, out_chs, stride)
-        return _conv(in_chs, out_chs, 1, stride, **factory)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -370,7 +364,9 @@ class PreActBasicBlock(_ResNetBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = self.act1(self.bn1(x))
         shortcut = self.downsample(o) if self.shortcut_preact else x
-        return self.branch(o) + shortcut
+        y = self.attend(self.act2(self.bn2(self.conv1(o))), after=0)
+        y = self.attend(self.conv2(self.drop(y)), after=1)
+        return y + shortcut
 
 
 class InvertedResidual(ResidualBlock):
@@ -408,29 +404,31 @@ class InvertedResidual(ResidualBlock):
         hidden = int(round(in_chs * expand_ratio))
         self.stride = stride
         self.use_res_connect = stride == 1 and in_chs == out_chs
-        groups: list[tuple[str, ...]] = []
-        if expand_ratio != 1:
+        self.expands = expand_ratio != 1
+        if self.expands:
             self.conv_pw = _conv(in_chs, hidden, 1, **f)
             self.bn1 = nn.BatchNorm2d(hidden, **f)
             self.act1 = nn.ReLU6(inplace=True)
-            groups.append(("conv_pw", "bn1", "act1"))
         self.conv_dw = _conv(hidden, hidden, 3, stride, groups=hidden, **f)
         self.bn2 = nn.BatchNorm2d(hidden, **f)
         self.act2 = nn.ReLU6(inplace=True)
         self.conv_pwl = _conv(hidden, out_chs, 1, **f)
         self.bn3 = nn.BatchNorm2d(out_chs, **f)
-        self._groups = (*groups, ("conv_dw", "bn2", "act2"), ("conv_pwl", "bn3"))
-        self._group_channels = (*(hidden for _ in groups), hidden, out_chs)
+        self._group_channels = (hidden, hidden, out_chs) if self.expands else (hidden, out_chs)
         self.set_attention(attention, position, attn_kwargs, **f)
 
     def zero_init_last(self) -> None:
         # Only a branch that is added to a shortcut may start at zero.
         if self.use_res_connect:
-            super().zero_init_last()
+            nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.branch(x)
-        return out + x if self.use_res_connect else out
+        y, k = x, int(self.expands)  # k: the index of the depthwise group
+        if self.expands:
+            y = self.attend(self.act1(self.bn1(self.conv_pw(y))), after=0)
+        y = self.attend(self.act2(self.bn2(self.conv_dw(y))), after=k)
+        y = self.attend(self.bn3(self.conv_pwl(y)), after=k + 1)
+        return y + x if self.use_res_connect else y
 
 
 def _attention_modules(model: nn.Module) -> set[int]:

@@ -92,11 +92,24 @@ def test_mobilenet_end_without_residual_is_after_the_projection_bn():
     assert torch.count_nonzero(m(torch.randn(1, 16, 8, 8))) == 0
 
 
+def _order(block: nn.Module, x: torch.Tensor) -> list[str]:
+    """The names of the block's direct children in the order they run on ``x``."""
+    seen: list[str] = []
+    hooks = [m.register_forward_hook(lambda *_, n=n: seen.append(n)) for n, m in block.named_children()]
+    block(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
 def test_branch_order_is_fixed_at_construction():
+    x = torch.randn(1, 64, 8, 8)
     m = Bottleneck(64, 16, attention="scsa")
-    assert m._branch == ("conv1", "bn1", "act1", "conv2", "bn2", "act2", "attn", "conv3", "bn3")
+    branch = ["conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3"]
+    assert _order(m, x) == [*branch[:6], "attn", *branch[6:], "downsample", "act3"]
     plain = Bottleneck(64, 16)
-    assert isinstance(plain.attn, nn.Identity) and plain._branch[-1] == "attn"
+    assert isinstance(plain.attn, nn.Identity)
+    assert _order(plain, x) == [*branch, "attn", "downsample", "act3"]
 
 
 @pytest.mark.parametrize("name", plugattn.list_attention())
