@@ -1,5 +1,11 @@
 """plugattn: faithful, fast, tested plug-and-play attention modules for convolutional networks."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
 from plugattn.attention import *  # noqa: F403  (the attention room's public names)
 from plugattn.attention import __all__ as _attention_all
 
@@ -18,9 +24,9 @@ from plugattn.benchmark import BenchReport, bench  # noqa: E402
 __all__ += ["BenchReport", "bench"]
 
 
-def load_model(checkpoint, *, map_location="cpu"):  # noqa: ANN001, ANN201 (documented in runner)
+def load_model(checkpoint: str | Path, *, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """The trained model of a plugattn checkpoint (a run directory or its ``last.pt``), in eval mode."""
-    from plugattn.runner import load_model as _load_model
+    from plugattn.runs import load_model as _load_model
 
     return _load_model(checkpoint, map_location=map_location)
 

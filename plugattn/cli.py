@@ -155,24 +155,22 @@ def _default_name(cfg, preset: str | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from plugattn import runner
+    from plugattn import runs
 
     if args.stop_after is not None and args.stop_after < 1:
         raise ValueError(f"--stop-after must be >= 1, got {args.stop_after}")
     cfg, preset = _config(args, with_attention=True)
-    out = runner.check_output_dir(args.out if args.out else Path("runs") / _default_name(cfg, preset))
-    last = runner.train(
-        cfg, out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress
-    )
+    out = runs.check_output_dir(args.out if args.out else Path("runs") / _default_name(cfg, preset))
+    last = runs.train(cfg, out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
     if last:
         print(f"{out}: epoch {last['epoch']}/{cfg.epochs}, test top-1 {last['test_top1']:.2f}%")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from plugattn import runner
+    from plugattn import runs
 
-    r = runner.evaluate_checkpoint(
+    r = runs.evaluate_checkpoint(
         args.checkpoint,
         data=args.data,
         data_dir=args.data_dir,
@@ -189,7 +187,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from plugattn.compare import compare
+    from plugattn.runs import check_output_dir, compare
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -204,8 +202,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = (
         Path(args.out) if args.out else Path("runs") / f"compare-{preset or 'custom'}-{cfg.model}-{cfg.data}"
     )
-    from plugattn.runner import check_output_dir
-
     check_output_dir(out)
     compare(cfg, attentions, list(range(args.seeds)), out, progress=not args.no_progress)
     return 0

@@ -1,4 +1,5 @@
-"""Tables and plots of results: CSV and Markdown tables, the confusion matrix, accuracy against cost.
+"""Tables and plots of results: CSV and Markdown tables, the confusion matrix, accuracy against cost;
+the files of an evaluation and of a comparison. Every file is written atomically.
 
 Plots need matplotlib (``pip install 'plugattn[train]'``); without it they are skipped with a note and
 the tables are still written.
@@ -7,26 +8,33 @@ the tables are still written.
 from __future__ import annotations
 
 import csv
-import os
+import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["markdown_table", "plot_accuracy_vs_cost", "plot_confusion", "write_csv"]
+from plugattn._files import atomic_write
+
+__all__ = [
+    "markdown_table",
+    "plot_accuracy_vs_cost",
+    "plot_confusion",
+    "write_comparison",
+    "write_csv",
+    "write_evaluation",
+]
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """Write a CSV atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    """Write a CSV atomically."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write(path, text.getvalue())
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -77,10 +85,7 @@ def plot_confusion(
                     color="white" if v > 0.5 else "black",
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)
 
 
 def plot_accuracy_vs_cost(
@@ -106,7 +111,72 @@ def plot_accuracy_vs_cost(
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test top-1 (%), mean ± std over seeds")
     fig.suptitle(title, fontsize=10)
+    return _save_figure(plt, fig, path)
+
+
+def _save_figure(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def write_evaluation(
+    out: Path, result: dict[str, Any], confusion: torch.Tensor, classes: Sequence[str], *, title: str
+) -> None:
+    """The files of ``plugattn eval`` in ``out``: ``eval.json`` (``result``), ``confusion.csv``,
+    ``per_class.csv`` and (with matplotlib) ``confusion.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(
+        out / "confusion.csv",
+        ["true \\ predicted", *classes],
+        [[c, *row] for c, row in zip(classes, confusion.tolist(), strict=True)],
+    )
+    per_class = result["per_class"]
+    write_csv(
+        out / "per_class.csv",
+        ["class", "accuracy_percent", "samples"],
+        [[c, f"{per_class[c]:.2f}", n] for c, n in zip(classes, confusion.sum(1).tolist(), strict=True)],
+    )
+    atomic_write(out / "eval.json", json.dumps(result, indent=2))
+    plot_confusion(confusion, classes, out / "confusion.png", title=title)
+
+
+def write_comparison(
+    out: Path, rows: Sequence[dict[str, Any]], *, seeds: Sequence[int], flop_counter: str, title: str
+) -> str:
+    """The files of ``plugattn compare`` in ``out``: ``summary.md`` (returned), ``summary.csv`` and
+    (with matplotlib) ``accuracy_vs_cost.png``. ``rows``: one per module, from its finished runs."""
+    header = ["attention", "top-1 % (mean ± std)", "runs", "params", "MFLOPs", "latency ms (b=1)",
+              "train img/s"]  # fmt: skip
+    table = [
+        [
+            r["attention"],
+            f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+            r["runs"],
+            f"{r['params']:,}",
+            f"{r['mflops']:.1f}",
+            f"{r['latency_ms']:.2f}",
+            f"{r['train_images_per_s']:.0f}",
+        ]
+        for r in rows
+    ]
+    note = (
+        f"\nTop-1 of the last epoch (no best-epoch picking), over seeds {list(seeds)}. "
+        f"FLOPs: {flop_counter}; one {rows[0]['input']} image. Latency: median forward time, batch 1, "
+        "measured side by side on this machine by plugattn.bench (`plugattn bench` measures more).\n"
+    )
+    summary = markdown_table(header, table) + note
+    atomic_write(out / "summary.md", summary)
+    write_csv(out / "summary.csv", list(rows[0]), [list(r.values()) for r in rows])
+    plot_accuracy_vs_cost(
+        [{**r, "train_ms_per_image": 1e3 / r["train_images_per_s"]} for r in rows],
+        out / "accuracy_vs_cost.png",
+        costs=[
+            ("mflops", "MFLOPs per image (conv + matmul + element-wise)"),
+            ("train_ms_per_image", "measured training time per image (ms)"),
+        ],
+        title=title,
+    )
+    return summary

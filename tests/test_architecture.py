@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "plugattn"
-SHARED = {"_checks", "_registry"}
+SHARED = {"_checks", "_files", "_registry"}
 ALLOWED = {
     "_checks": set(),
+    "_files": set(),
     "_registry": set(),
     "attention": SHARED,
     "data": SHARED,
@@ -23,10 +24,9 @@ ALLOWED = {
     "engine": SHARED | {"data"},
     "report": SHARED,
     "benchmark": SHARED | {"attention", "models", "report"},
-    "runner": SHARED | {"package", "attention", "data", "engine", "models", "report"},
-    "compare": SHARED | {"runner", "benchmark", "engine", "report"},
-    "cli": SHARED | {"package", "attention", "benchmark", "compare", "engine", "runner"},
-    "__init__": SHARED | {"attention", "benchmark", "data", "engine", "models", "runner"},
+    "runs": SHARED | {"package", "attention", "data", "engine", "models", "benchmark", "report"},
+    "cli": SHARED | {"package", "attention", "benchmark", "engine", "runs"},
+    "__init__": SHARED | {"attention", "benchmark", "data", "engine", "models", "runs"},
     "__main__": {"cli"},
 }
 
@@ -37,7 +37,7 @@ def room_of(path: Path) -> str:
 
 
 def imported_rooms(path: Path) -> set[str]:
-    """The rooms of plugattn that ``path`` imports (``from plugattn import runner`` counts as runner)."""
+    """The rooms of plugattn that ``path`` imports (``from plugattn import runs`` counts as runs)."""
     rooms = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -79,6 +79,6 @@ def test_the_check_can_fail(tmp_path):
     """The reader sees each import form, so a room importing a downstream room would be caught."""
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "import plugattn.engine\nfrom plugattn.models import create_model\nfrom plugattn import runner\n"
+        "import plugattn.engine\nfrom plugattn.models import create_model\nfrom plugattn import runs\n"
     )
-    assert imported_rooms(sample) == {"engine", "models", "runner"}
+    assert imported_rooms(sample) == {"engine", "models", "runs"}

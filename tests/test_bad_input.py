@@ -21,10 +21,12 @@ import pytest
 import torch
 
 import plugattn
-from plugattn import cli, runner
-from plugattn.compare import compare
+from plugattn import cli, runs
 from plugattn.data import DatasetError, create_dataset
 from plugattn.engine.config import resolve_config
+from plugattn.engine.distributed import resolve_device
+from plugattn.runs import compare
+from plugattn.runs.build import datasets
 from tests.data.formats import idx_bytes, write_cifar10, write_fashion_mnist, write_gz, write_imagefolder
 
 # Tiny synthetic data so that a probe the checks missed would still end in seconds.
@@ -63,7 +65,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "attention": "se",
         }  # fmt: skip
     )
-    runner.train(cfg, run, progress=False, log=lambda *_: None)
+    runs.train(cfg, run, progress=False, log=lambda *_: None)
     good = (run / "last.pt").read_bytes()
     out = {"run": run, "plain_file": root / "plain.txt", "empty": root / "empty.pt"}
     out["plain_file"].write_text("not a directory\n")
@@ -385,8 +387,8 @@ def test_integer_like_channel_counts_are_accepted(channels):
         (lambda: resolve_config(overrides={"threads": 100000}), r"threads must lie in \[1, \d+\]"),
         (lambda: resolve_config(overrides={"betas": 1}), r"betas must be two numbers"),
         (lambda: resolve_config(overrides={"augment": [4]}), r"augment must be a mapping"),
-        (lambda: runner.resolve_device("meta"), r"device must be .*got 'meta'"),
-        (lambda: runner.check_output_dir("/dev/null"), r"--out '/dev/null' exists and is not a directory"),
+        (lambda: resolve_device("meta"), r"device must be .*got 'meta'"),
+        (lambda: runs.check_output_dir("/dev/null"), r"--out '/dev/null' exists and is not a directory"),
         (lambda: plugattn.load_model("/dev/null"), r"is not a regular file"),
     ],
 )
@@ -416,7 +418,7 @@ def test_a_split_missing_a_class_keeps_the_training_labels_and_says_so(tmp_path)
         (tmp_path / "val" / name).rmdir()
     cfg = resolve_config(overrides={"data": "imagefolder", "data_dir": str(tmp_path)})
     notes = []
-    train_set, val_set = runner._datasets(cfg, log=notes.append)
+    train_set, val_set = datasets(cfg, log=notes.append)
     assert train_set.classes == ["cat", "dog", "zebra"] == val_set.classes
     assert val_set.labels.tolist() == [1]
     assert notes == [

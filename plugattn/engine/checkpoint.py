@@ -2,54 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from plugattn._files import atomic_write, remove_stale_temps
+
 __all__ = ["atomic_save", "capture_rng", "load_checkpoint", "remove_stale_temps", "restore_rng"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same directory, flushed to disk, then renamed over
-    ``path``: a reader (or a run killed at any moment) sees the old file or the new one, never a
-    partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself reaches the disk
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Delete temporary files that :func:`atomic_save` left for ``path`` when its process was killed
-    mid-write (``.NAME.*.tmp`` beside it); the checkpoint itself is never touched. Returns them."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
-    return stale
+    """``torch.save`` that a reader (or a run killed at any moment) sees whole or not at all: the old
+    file or the new one, never a partial one (see :func:`plugattn._files.atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 _UNTRUSTED = (

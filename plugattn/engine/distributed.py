@@ -1,14 +1,34 @@
-"""DistributedDataParallel set-up from torchrun's environment (NCCL on GPUs, gloo on CPU)."""
+"""Where a run computes: the device it asked for, and DistributedDataParallel set-up from torchrun's
+environment (NCCL on GPUs, gloo on CPU)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when torch sees it, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``,
+    checked against the devices this machine has."""
+    if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", name)):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA device")
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"device {name!r} was asked for, but torch sees {count} CUDA device(s): cuda:0..{count - 1}"
+        )
+    return device
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ from torch.overrides import TorchFunctionMode
 
 from plugattn.engine import distributed
 from plugattn.engine.config import TrainConfig
-from plugattn.engine.distributed import DistInfo, all_reduce_sum, init_distributed
-from plugattn.runner import resolve_device
+from plugattn.engine.distributed import DistInfo, all_reduce_sum, init_distributed, resolve_device
 
 
 class PretendCopies(TorchFunctionMode):

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from plugattn import runner
+from plugattn import runs
 from plugattn.engine.config import TrainConfig
 from plugattn.engine.numerics import Numerics, resolve_numerics
 from tests.runs.test_train_cli import cfg
@@ -74,7 +74,7 @@ def test_the_default_recipe_is_auto():
 def test_runs_print_save_and_keep_their_numerics(cpu_bf16, tmp_path):
     run, lines = tmp_path / "run", []
     cpu_bf16(False)
-    runner.train(cfg(epochs=2), run, stop_after=1, progress=False, log=lines.append)
+    runs.train(cfg(epochs=2), run, stop_after=1, progress=False, log=lines.append)
     assert any(line.startswith("numerics: fp32, contiguous layout (this CPU") for line in lines)
     env = json.loads((run / "env.json").read_text())
     assert env["numerics"]["amp"] == "none" and env["native_bf16"] is False
@@ -83,6 +83,6 @@ def test_runs_print_save_and_keep_their_numerics(cpu_bf16, tmp_path):
 
     cpu_bf16(True)  # the same run resumed on a machine that would choose bf16 computes as it started
     lines.clear()
-    runner.train(cfg(epochs=2), run, resume=True, progress=False, log=lines.append)
+    runs.train(cfg(epochs=2), run, resume=True, progress=False, log=lines.append)
     assert any(line.startswith("numerics: fp32") and "as the run started" in line for line in lines)
     assert torch.load(run / "last.pt", weights_only=True)["meta"]["numerics"]["amp"] == "none"

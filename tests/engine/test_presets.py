@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from plugattn import runner
+from plugattn import runs
 from plugattn.data import create_dataset, create_loader
 from plugattn.engine import build_optimizer, build_scheduler
 from plugattn.engine.config import PRESETS, resolve_config
 from plugattn.engine.numerics import resolve_numerics
 from plugattn.engine.train import train_one_epoch
+from plugattn.runs.build import build_model
 from tests.data.formats import write_imagefolder
 
 # The shapes of the presets' real datasets: (channels, pixels, classes).
@@ -53,7 +54,7 @@ def test_preset_builds_and_trains_one_batch(preset, tmp_path):
     dataset, (x, y) = one_batch(cfg, tmp_path)
     size = cfg.augment.get("size", REAL_SHAPES.get(cfg.data, (0, 0))[1])
     assert x.shape == (BATCH, dataset.in_chans, size, size) and x.dtype == torch.float32
-    model = runner._build_model(cfg, len(dataset.classes), dataset.in_chans)
+    model = build_model(cfg, len(dataset.classes), dataset.in_chans)
     numerics = resolve_numerics(cfg.amp, cfg.channels_last, torch.device("cpu"))
     if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -80,5 +81,5 @@ def test_a_bad_model_option_fails_before_the_data_is_read(tmp_path):
     bad = {"data": "cifar10", "data_dir": str(tmp_path / "absent"), "model_kwargs": {"small_stem": True}}
     cfg = resolve_config(overrides=bad)
     with pytest.raises(ValueError, match=r"resnet20 takes no option 'small_stem'; its options: .*stem"):
-        runner.train(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+        runs.train(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     assert not (tmp_path / "run").exists()

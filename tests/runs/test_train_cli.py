@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import plugattn
-from plugattn import cli, runner
+from plugattn import cli, runs
 from plugattn.engine.config import resolve_config
 
 # A tiny, fast recipe: ResNet-20 + HAM on 64 synthetic 16x16 images.
@@ -57,10 +57,10 @@ def same_results(a: list[dict], b: list[dict]) -> None:
 
 def test_resume_is_exact(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    runner.train(cfg(), straight, progress=False, log=lambda *_: None)
-    runner.train(cfg(), split, stop_after=1, progress=False, log=lambda *_: None)
+    runs.train(cfg(), straight, progress=False, log=lambda *_: None)
+    runs.train(cfg(), split, stop_after=1, progress=False, log=lambda *_: None)
     assert len(metrics(split)) == 1 and not (split / "done").exists()
-    runner.train(cfg(), split, resume=True, progress=False, log=lambda *_: None)
+    runs.train(cfg(), split, resume=True, progress=False, log=lambda *_: None)
     same_results(metrics(straight), metrics(split))
     a = torch.load(straight / "last.pt", weights_only=True)
     b = torch.load(split / "last.pt", weights_only=True)
@@ -78,20 +78,20 @@ def test_resume_is_exact_with_progressive_resizing_and_flip_test(tmp_path):
     extra = {"epochs": 3, "progressive_resize": {"initial_scale": 0.5, "finetune_fraction": 0.34},
              "test_flip": True}  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
-    runner.train(cfg(**extra), straight, progress=False, log=lambda *_: None)
-    runner.train(cfg(**extra), split, stop_after=1, progress=False, log=lambda *_: None)
-    runner.train(cfg(**extra), split, resume=True, progress=False, log=lambda *_: None)
+    runs.train(cfg(**extra), straight, progress=False, log=lambda *_: None)
+    runs.train(cfg(**extra), split, stop_after=1, progress=False, log=lambda *_: None)
+    runs.train(cfg(**extra), split, resume=True, progress=False, log=lambda *_: None)
     same_results(metrics(straight), metrics(split))
     plain = tmp_path / "plain"
-    runner.train(cfg(epochs=3), plain, progress=False, log=lambda *_: None)
+    runs.train(cfg(epochs=3), plain, progress=False, log=lambda *_: None)
     assert metrics(plain)[0]["train_loss"] != metrics(straight)[0]["train_loss"]  # resizing changed it
-    result = runner.evaluate_checkpoint(straight, out=tmp_path / "eval")  # eval flips as the run did
+    result = runs.evaluate_checkpoint(straight, out=tmp_path / "eval")  # eval flips as the run did
     assert result["top1"] == pytest.approx(metrics(straight)[-1]["test_top1"])
 
 
 def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
     lines = []
-    runner.train(cfg(epochs=3, eval_every=2), tmp_path / "run", progress=False, log=lines.append)
+    runs.train(cfg(epochs=3, eval_every=2), tmp_path / "run", progress=False, log=lines.append)
     tested = ["test_top1" in m for m in metrics(tmp_path / "run")]
     assert tested == [False, True, True]  # after epoch 2 (every 2nd) and after the last
     assert "not evaluated" in next(line for line in lines if line.startswith("epoch 1/3"))
@@ -100,7 +100,7 @@ def test_eval_every_skips_evaluations_but_never_the_last(tmp_path):
 
 def test_fp16_trains_with_a_loss_scaler_on_the_cpu_too(tmp_path):
     """fp16 gradients underflow without loss scaling; the scaler was once made for CUDA only."""
-    runner.train(cfg(amp="fp16", epochs=1), tmp_path / "run", progress=False, log=lambda *_: None)
+    runs.train(cfg(amp="fp16", epochs=1), tmp_path / "run", progress=False, log=lambda *_: None)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["scaler"] is not None and ckpt["scaler"]["scale"] > 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
@@ -108,10 +108,10 @@ def test_fp16_trains_with_a_loss_scaler_on_the_cpu_too(tmp_path):
 
 def test_loaded_model_reproduces_the_logged_accuracy(tmp_path):
     run = tmp_path / "run"
-    runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    runs.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
     model = plugattn.load_model(run)
     assert not model.training
-    result = runner.evaluate_checkpoint(run, out=tmp_path / "eval")
+    result = runs.evaluate_checkpoint(run, out=tmp_path / "eval")
     assert result["top1"] == pytest.approx(metrics(run)[-1]["test_top1"])
     assert (tmp_path / "eval" / "confusion.csv").read_text().startswith("true \\ predicted,")
     assert len((tmp_path / "eval" / "per_class.csv").read_text().splitlines()) == 5
@@ -120,12 +120,12 @@ def test_loaded_model_reproduces_the_logged_accuracy(tmp_path):
 
 def test_existing_run_is_never_overwritten(tmp_path):
     run = tmp_path / "run"
-    runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    runs.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
     before = (run / "last.pt").read_bytes()
     with pytest.raises(ValueError, match=r"already holds a run; pass --resume"):
-        runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+        runs.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
     with pytest.raises(ValueError, match=r"started with another config \(lr: 0.05 -> 0.1\)"):
-        runner.train(cfg(epochs=1, lr=0.1), run, resume=True, progress=False, log=lambda *_: None)
+        runs.train(cfg(epochs=1, lr=0.1), run, resume=True, progress=False, log=lambda *_: None)
     assert (run / "last.pt").read_bytes() == before
 
 
@@ -162,7 +162,7 @@ def test_bad_input_is_one_line_and_non_zero(args, match, tmp_path):
 
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
     run = tmp_path / "run"
-    runner.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
+    runs.train(cfg(epochs=1), run, progress=False, log=lambda *_: None)
     code = cli.main(["eval", "--checkpoint", str(run), "--data", "synthetic"])  # same classes: fine
     assert code == 0
     ckpt = torch.load(run / "last.pt", weights_only=True)
