@@ -17,7 +17,7 @@ from plugattn._checks import check_choice, check_int
 from plugattn._registry import NO_ATTENTION, Registry, is_no_attention
 
 __all__ = [
-    "POSITIONS",
+    "PAPER_POSITIONS",
     "AttentionEntry",
     "attention_entry",
     "attention_name_of",
@@ -26,11 +26,12 @@ __all__ = [
     "register_attention",
 ]
 
-# Where a module sits in a residual branch by default (its paper's place):
+# The places a module's paper may put it in a residual branch, its default there (the models room has
+# the full list of positions a block offers, plugattn.models.POSITIONS):
 #   "end"              after the branch's last BatchNorm, before the shortcut is added (SE, CBAM, HAM, ...)
 #   "before_last_conv" after the activation that precedes the branch's last conv (SCSA: BasicBlock after
 #                      conv1, Bottleneck after conv2, MobileNetV2 after the depthwise conv)
-POSITIONS = ("end", "before_last_conv")
+PAPER_POSITIONS = ("end", "before_last_conv")
 
 M = TypeVar("M", bound=type[nn.Module])
 
@@ -51,7 +52,7 @@ _REGISTRY: Registry[AttentionEntry] = Registry("attention", reserved=(NO_ATTENTI
 def register_attention(name: str, *, paper: str, position: str = "end") -> Callable[[M], M]:
     """Class decorator adding a module under ``name``; a name registered twice raises ``ValueError``."""
     _REGISTRY.check_name(name)
-    check_choice("position", position, POSITIONS)
+    check_choice("position", position, PAPER_POSITIONS)
 
     def decorator(cls: M) -> M:
         taken = _REGISTRY.get(name)

@@ -15,7 +15,6 @@ from plugattn.models import resnet as _resnet  # noqa: F401  (registers its mode
 from plugattn.models.blocks import (
     BasicBlock,
     Bottleneck,
-    InvertedResidual,
     PreActBasicBlock,
     ResidualBlock,
     ShortcutA,
@@ -23,7 +22,7 @@ from plugattn.models.blocks import (
 )
 from plugattn.models.features import FeatureInfo
 from plugattn.models.interop import AttentionPlugin, mmcv_plugin, register_mmcv_plugin
-from plugattn.models.mobilenetv2 import MobileNetV2
+from plugattn.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from plugattn.models.placement import POSITIONS
 from plugattn.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
 from plugattn.models.resnet import ResNet

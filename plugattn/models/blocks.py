@@ -7,14 +7,12 @@
 * :class:`PreActBasicBlock` — the pre-activation block of He et al. 2016b, "Identity Mappings in Deep
   Residual Networks", https://arxiv.org/abs/1603.05027, as Wide ResNets use it (Zagoruyko & Komodakis
   2016, https://arxiv.org/abs/1605.07146).
-* :class:`InvertedResidual` — MobileNetV2's block, Sandler et al. 2018,
-  https://arxiv.org/abs/1801.04381.
 * :class:`ShortcutA` — He et al. 2016's parameter-free "option A" shortcut for the CIFAR ResNets.
 
-A block's residual branch is a tuple of conv groups (conv → norm → activation); the attention module
-``self.attn`` (``nn.Identity`` when absent) sits after the group its position names
-(:mod:`plugattn.models.placement`). The order of the branch, ``attn`` included, is fixed when the
-attention is set, so ``forward`` never branches on whether or where there is attention.
+A block's ``forward`` is its data flow written out: conv groups (conv → norm → activation), each
+passed through ``self.attend(y, after=i)``, which applies the attention module ``self.attn`` after the
+group its position names (:mod:`plugattn.models.placement`) and returns ``y`` unchanged after the
+others; then the shortcut and the add. MobileNetV2's :class:`InvertedResidual` lives with its network.
 """
 
 from __future__ import annotations
@@ -38,11 +36,11 @@ __all__ = [
     "SHORTCUTS",
     "BasicBlock",
     "Bottleneck",
-    "InvertedResidual",
     "PreActBasicBlock",
     "ResidualBlock",
     "ShortcutA",
     "build_attention",
+    "conv_no_bias",
     "init_weights",
 ]
 
@@ -126,9 +124,10 @@ class ResidualBlock(nn.Module):
         return f"attn_position={self.attn_position!r}"
 
 
-def _conv(
+def conv_no_bias(
     in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, **factory: Any
 ) -> nn.Conv2d:
+    """A "same"-padded conv without bias (a norm follows it)."""
     return nn.Conv2d(
         in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False, **factory
     )
@@ -167,7 +166,7 @@ def make_shortcut(
         return nn.Identity()
     if kind == "A":
         return ShortcutA(in_chs, out_chs, stride)
-    conv = _conv(in_chs, out_chs, 1, stride, **factory)
+    conv = conv_no_bias(in_chs, out_chs, 1, stride, **factory)
     return nn.Sequential(conv, nn.BatchNorm2d(out_chs, **factory)) if norm else conv
 
 
@@ -213,10 +212,10 @@ class BasicBlock(ResidualBlock):
             )
         f = {"device": device, "dtype": dtype}
         self.stride = stride
-        self.conv1 = _conv(in_chs, planes, 3, stride, **f)
+        self.conv1 = conv_no_bias(in_chs, planes, 3, stride, **f)
         self.bn1 = nn.BatchNorm2d(planes, **f)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = _conv(planes, planes, 3, **f)
+        self.conv2 = conv_no_bias(planes, planes, 3, **f)
         self.bn2 = nn.BatchNorm2d(planes, **f)
         self.downsample = make_shortcut(shortcut, in_chs, planes, stride, **f)
         self.act2 = nn.ReLU(inplace=True)
@@ -275,13 +274,13 @@ class Bottleneck(ResidualBlock):
         width = int(planes * (base_width / 64.0)) * groups
         out_chs = planes * self.expansion
         self.stride = stride
-        self.conv1 = _conv(in_chs, width, 1, **f)
+        self.conv1 = conv_no_bias(in_chs, width, 1, **f)
         self.bn1 = nn.BatchNorm2d(width, **f)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = _conv(width, width, 3, stride, groups=groups, **f)
+        self.conv2 = conv_no_bias(width, width, 3, stride, groups=groups, **f)
         self.bn2 = nn.BatchNorm2d(width, **f)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = _conv(width, out_chs, 1, **f)
+        self.conv3 = conv_no_bias(width, out_chs, 1, **f)
         self.bn3 = nn.BatchNorm2d(out_chs, **f)
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride, **f)
         self.act3 = nn.ReLU(inplace=True)
@@ -347,11 +346,11 @@ class PreActBasicBlock(ResidualBlock):
         self.stride = stride
         self.bn1 = nn.BatchNorm2d(in_chs, **f)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv1 = _conv(in_chs, planes, 3, stride, **f)
+        self.conv1 = conv_no_bias(in_chs, planes, 3, stride, **f)
         self.bn2 = nn.BatchNorm2d(planes, **f)
         self.act2 = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop_rate)
-        self.conv2 = _conv(planes, planes, 3, **f)
+        self.conv2 = conv_no_bias(planes, planes, 3, **f)
         self.downsample = make_shortcut(shortcut, in_chs, planes, stride, norm=False, **f)
         # Whether the shortcut sees the pre-activated input (set once; not an attention switch).
         self.shortcut_preact = not isinstance(self.downsample, nn.Identity)
@@ -367,68 +366,6 @@ class PreActBasicBlock(ResidualBlock):
         y = self.attend(self.act2(self.bn2(self.conv1(o))), after=0)
         y = self.attend(self.conv2(self.drop(y)), after=1)
         return y + shortcut
-
-
-class InvertedResidual(ResidualBlock):
-    """MobileNetV2's block: 1×1 expansion → 3×3 depthwise → 1×1 linear projection, BN after each.
-
-    The expansion (``conv_pw``/``bn1``/``act1``) is absent when ``expand_ratio`` is 1; ReLU6 follows
-    the first two BNs; the input is added when ``stride == 1`` and ``in_chs == out_chs``.
-    ``"end"`` is after the projection BN, before the add (also in blocks without one);
-    ``"before_last_conv"`` (SCSA) is after the depthwise conv/BN/ReLU6, before the projection.
-
-    Args:
-        in_chs, out_chs: input and output channels.
-        stride: stride of the depthwise conv.
-        expand_ratio: ``t`` of the paper's table; hidden width ``round(in_chs · t)``.
-        attention, position, attn_kwargs, device, dtype: as :class:`BasicBlock`.
-    """
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        stride: int = 1,
-        expand_ratio: float = 6,
-        *,
-        attention: AttentionSpec = None,
-        position: str | None = None,
-        attn_kwargs: dict[str, Any] | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        check_choice("stride", stride, (1, 2))
-        check_float("expand_ratio", expand_ratio, low=1)
-        f = {"device": device, "dtype": dtype}
-        hidden = int(round(in_chs * expand_ratio))
-        self.stride = stride
-        self.use_res_connect = stride == 1 and in_chs == out_chs
-        self.expands = expand_ratio != 1
-        if self.expands:
-            self.conv_pw = _conv(in_chs, hidden, 1, **f)
-            self.bn1 = nn.BatchNorm2d(hidden, **f)
-            self.act1 = nn.ReLU6(inplace=True)
-        self.conv_dw = _conv(hidden, hidden, 3, stride, groups=hidden, **f)
-        self.bn2 = nn.BatchNorm2d(hidden, **f)
-        self.act2 = nn.ReLU6(inplace=True)
-        self.conv_pwl = _conv(hidden, out_chs, 1, **f)
-        self.bn3 = nn.BatchNorm2d(out_chs, **f)
-        self._group_channels = (hidden, hidden, out_chs) if self.expands else (hidden, out_chs)
-        self.set_attention(attention, position, attn_kwargs, **f)
-
-    def zero_init_last(self) -> None:
-        # Only a branch that is added to a shortcut may start at zero.
-        if self.use_res_connect:
-            nn.init.zeros_(self.bn3.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, k = x, int(self.expands)  # k: the index of the depthwise group
-        if self.expands:
-            y = self.attend(self.act1(self.bn1(self.conv_pw(y))), after=0)
-        y = self.attend(self.act2(self.bn2(self.conv_dw(y))), after=k)
-        y = self.attend(self.bn3(self.conv_pwl(y)), after=k + 1)
-        return y + x if self.use_res_connect else y
 
 
 def _attention_modules(model: nn.Module) -> set[int]:

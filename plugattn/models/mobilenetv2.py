@@ -16,12 +16,12 @@ from torch import nn
 
 from plugattn._checks import check_choice, check_float, check_int
 from plugattn.attention.registry import AttentionSpec
-from plugattn.models.blocks import InvertedResidual, init_weights
+from plugattn.models.blocks import ResidualBlock, conv_no_bias, init_weights
 from plugattn.models.features import FeatureInfo
-from plugattn.models.placement import POSITIONS, check_stages
+from plugattn.models.placement import POSITIONS, check_stages, naming_the_block
 from plugattn.models.registry import register_model
 
-__all__ = ["MOBILENET_V2_SETTINGS", "MobileNetV2", "make_divisible"]
+__all__ = ["MOBILENET_V2_SETTINGS", "InvertedResidual", "MobileNetV2", "make_divisible"]
 
 # t: expansion ratio, c: output channels, n: blocks, s: stride of the first block (paper Table 2).
 MOBILENET_V2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
@@ -39,6 +39,91 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never more than 10% down (TF's rule)."""
     new = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return new + divisor if new < 0.9 * value else new
+
+
+class InvertedResidual(ResidualBlock):
+    """MobileNetV2's block: 1×1 expansion → 3×3 depthwise → 1×1 linear projection, BN after each.
+
+    The expansion (``conv_pw``/``bn1``/``act1``) is absent when ``expand_ratio`` is 1; ReLU6 follows
+    the first two BNs; the input is added when ``stride == 1`` and ``in_chs == out_chs``.
+    ``"end"`` is after the projection BN, before the add (also in blocks without one);
+    ``"before_last_conv"`` (SCSA) is after the depthwise conv/BN/ReLU6, before the projection.
+
+    Args:
+        in_chs, out_chs: input and output channels.
+        stride: stride of the depthwise conv.
+        expand_ratio: ``t`` of the paper's table; hidden width ``round(in_chs · t)``.
+        attention, position, attn_kwargs, device, dtype: as :class:`BasicBlock`.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        expand_ratio: float = 6,
+        *,
+        attention: AttentionSpec = None,
+        position: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("stride", stride, (1, 2))
+        check_float("expand_ratio", expand_ratio, low=1)
+        f = {"device": device, "dtype": dtype}
+        hidden = int(round(in_chs * expand_ratio))
+        self.stride = stride
+        self.use_res_connect = stride == 1 and in_chs == out_chs
+        self.expands = expand_ratio != 1
+        if self.expands:
+            self.conv_pw = conv_no_bias(in_chs, hidden, 1, **f)
+            self.bn1 = nn.BatchNorm2d(hidden, **f)
+            self.act1 = nn.ReLU6(inplace=True)
+        self.conv_dw = conv_no_bias(hidden, hidden, 3, stride, groups=hidden, **f)
+        self.bn2 = nn.BatchNorm2d(hidden, **f)
+        self.act2 = nn.ReLU6(inplace=True)
+        self.conv_pwl = conv_no_bias(hidden, out_chs, 1, **f)
+        self.bn3 = nn.BatchNorm2d(out_chs, **f)
+        self._group_channels = (hidden, hidden, out_chs) if self.expands else (hidden, out_chs)
+        self.set_attention(attention, position, attn_kwargs, **f)
+
+    def zero_init_last(self) -> None:
+        # Only a branch that is added to a shortcut may start at zero.
+        if self.use_res_connect:
+            nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, k = x, int(self.expands)  # k: the index of the depthwise group
+        if self.expands:
+            y = self.attend(self.act1(self.bn1(self.conv_pw(y))), after=0)
+        y = self.attend(self.act2(self.bn2(self.conv_dw(y))), after=k)
+        y = self.attend(self.bn3(self.conv_pwl(y)), after=k + 1)
+        return y + x if self.use_res_connect else y
+
+
+def _stage_specs(
+    settings: Sequence[Sequence[int]], width_mult: float, round_nearest: int
+) -> list[list[tuple[int, int, float]]]:
+    """The table's blocks as ``(out_chs, stride, t)``, grouped into stages of one resolution: a
+    stride-2 block opens a new stage."""
+    if isinstance(settings, (str, bytes)) or not settings or any(len(row) != 4 for row in settings):
+        raise ValueError(f"settings must be a non-empty sequence of [t, c, n, s] rows, got {settings!r}")
+    for i, (t, c, n, s) in enumerate(settings):
+        check_float(f"settings[{i}] t", t, low=1)
+        check_int(f"settings[{i}] c", c, minimum=1)
+        check_int(f"settings[{i}] n", n, minimum=1)
+        check_choice(f"settings[{i}] s", s, (1, 2))
+    specs: list[list[tuple[int, int, float]]] = []
+    for t, c, n, s in settings:
+        out_chs = make_divisible(c * width_mult, round_nearest)
+        for j in range(n):
+            stride = s if j == 0 else 1
+            if not specs or (stride == 2 and specs[-1]):
+                specs.append([])
+            specs[-1].append((out_chs, stride, t))
+    return specs
 
 
 class MobileNetV2(nn.Module):
@@ -93,26 +178,10 @@ class MobileNetV2(nn.Module):
         check_int("in_chans", in_chans, minimum=1)
         if position is not None:
             check_choice("position", position, POSITIONS)
-        if isinstance(settings, (str, bytes)) or not settings or any(len(row) != 4 for row in settings):
-            raise ValueError(f"settings must be a non-empty sequence of [t, c, n, s] rows, got {settings!r}")
-        for i, (t, c, n, s) in enumerate(settings):
-            check_float(f"settings[{i}] t", t, low=1)
-            check_int(f"settings[{i}] c", c, minimum=1)
-            check_int(f"settings[{i}] n", n, minimum=1)
-            check_choice(f"settings[{i}] s", s, (1, 2))
+        specs = _stage_specs(settings, width_mult, round_nearest)
+        with_attention = check_stages(stages, len(specs))
         f = {"device": device, "dtype": dtype}
         self.features_only = features_only
-
-        # Group the table's blocks into stages of one resolution: a stride-2 block opens a new stage.
-        specs: list[list[tuple[int, int, float]]] = []  # per stage: (out_chs, stride, t)
-        for t, c, n, s in settings:
-            out_chs = make_divisible(c * width_mult, round_nearest)
-            for j in range(n):
-                stride = s if j == 0 else 1
-                if not specs or (stride == 2 and specs[-1]):
-                    specs.append([])
-                specs[-1].append((out_chs, stride, t))
-        with_attention = check_stages(stages, len(specs))
 
         in_chs = make_divisible(stem_width * width_mult, round_nearest)
         self.conv_stem = nn.Conv2d(in_chans, in_chs, 3, 2, 1, bias=False, **f)
@@ -127,23 +196,11 @@ class MobileNetV2(nn.Module):
             blocks = []
             for out_chs, stride, t in stage:
                 reduction *= stride
-                try:
-                    block = InvertedResidual(
-                        in_chs,
-                        out_chs,
-                        stride,
-                        t,
-                        attention=attn,
-                        position=position if attn is not None else None,
-                        attn_kwargs=attn_kwargs,
-                        **f,
-                    )
-                except ValueError as err:
-                    raise ValueError(
-                        f"stages.{i}.{len(blocks)}: {err}; give attention_kwargs that fit each stage with "
-                        "attention, or leave this stage out with stages=[...] (model_kwargs)"
-                    ) from err
-                blocks.append(block)
+                with naming_the_block(f"stages.{i}.{len(blocks)}"):
+                    blocks.append(InvertedResidual(
+                        in_chs, out_chs, stride, t, attention=attn,
+                        position=position if attn is not None else None, attn_kwargs=attn_kwargs, **f,
+                    ))  # fmt: skip
                 in_chs = out_chs
             self.stages.append(nn.Sequential(*blocks))
             self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{i}"})

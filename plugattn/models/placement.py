@@ -21,7 +21,8 @@ branch's last conv) its activation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -29,9 +30,24 @@ from plugattn._checks import check_choice, check_int
 from plugattn._registry import is_no_attention
 from plugattn.attention.registry import AttentionSpec, attention_entry, attention_name_of
 
-__all__ = ["POSITIONS", "check_stages", "default_position", "group_index"]
+__all__ = ["POSITIONS", "check_stages", "default_position", "group_index", "naming_the_block"]
 
+# Every position a block offers (the table above); a module's default is one of the first two.
 POSITIONS = ("end", "before_last_conv", "after_conv1", "after_conv2", "after_conv3")
+
+
+@contextmanager
+def naming_the_block(where: str, context: str = "") -> Iterator[None]:
+    """A block that cannot be built (usually attention options that do not fit a stage's width) says
+    which block it is, and what the user can change."""
+    try:
+        yield
+    except ValueError as err:
+        advice = (
+            "give attention_kwargs that fit each stage with attention, or leave this stage out with "
+            "stages=[...] (model_kwargs)"
+        )
+        raise ValueError(f"{where}: {err}; {f'{context}: ' if context else ''}{advice}") from err
 
 
 def default_position(attention: AttentionSpec) -> str:

@@ -26,7 +26,7 @@ from plugattn._checks import check_choice, check_float, check_int
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, init_weights
 from plugattn.models.features import FeatureInfo
-from plugattn.models.placement import POSITIONS, check_stages
+from plugattn.models.placement import POSITIONS, check_stages, naming_the_block
 from plugattn.models.registry import register_model
 
 __all__ = ["BLOCKS", "STEMS", "ResNet"]
@@ -39,6 +39,23 @@ BLOCKS: dict[str, type[BasicBlock | Bottleneck | PreActBasicBlock]] = {
 # "imagenet": 7×7 stride-2 conv + BN + ReLU + 3×3 stride-2 max-pool (reduction 4);
 # "small":    3×3 stride-1 conv + BN + ReLU, no pool (reduction 1) — the CIFAR stem.
 STEMS = ("imagenet", "small")
+
+
+def _check_layout(
+    block: str, layers: Sequence[int], widths: Sequence[int], stem: str, stem_width: int, shortcut: str
+) -> None:
+    check_choice("block", block, tuple(BLOCKS))
+    if isinstance(layers, (str, bytes)) or not layers or len(layers) != len(widths):
+        raise ValueError(
+            f"layers and widths must be non-empty sequences of equal length, got layers={layers!r}, "
+            f"widths={widths!r}"
+        )
+    for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+        check_int(f"layers[{i}]", n, minimum=1)
+        check_int(f"widths[{i}]", w, minimum=1)
+    check_choice("stem", stem, STEMS)
+    check_int("stem_width", stem_width, minimum=1)
+    check_choice("shortcut", shortcut, SHORTCUTS)
 
 
 class ResNet(nn.Module):
@@ -94,18 +111,7 @@ class ResNet(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_choice("block", block, tuple(BLOCKS))
-        if isinstance(layers, (str, bytes)) or not layers or len(layers) != len(widths):
-            raise ValueError(
-                f"layers and widths must be non-empty sequences of equal length, got layers={layers!r}, "
-                f"widths={widths!r}"
-            )
-        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
-            check_int(f"layers[{i}]", n, minimum=1)
-            check_int(f"widths[{i}]", w, minimum=1)
-        check_choice("stem", stem, STEMS)
-        check_int("stem_width", stem_width, minimum=1)
-        check_choice("shortcut", shortcut, SHORTCUTS)
+        _check_layout(block, layers, widths, stem, stem_width, shortcut)
         check_int("num_classes", num_classes, minimum=1)
         check_int("in_chans", in_chans, minimum=1)
         if position is not None:
@@ -128,33 +134,23 @@ class ResNet(nn.Module):
         self.act1 = nn.Identity() if preact else nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
 
+        # Stages: the first block of each carries the stride (1 for layer1, 2 after).
         in_chs, reduction = stem_width, 4 if stem == "imagenet" else 1
         self.feature_info = FeatureInfo()
         self._stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(layers)))
+        widths_note = f"the stage widths here are {list(widths)}"
         for i, (n, planes) in enumerate(zip(layers, widths, strict=True)):
             stride = 1 if i == 0 else 2
             reduction *= stride
             attn = attention if i in with_attention else None
             blocks = []
             for j in range(n):
-                try:
-                    block = block_cls(
-                        in_chs,
-                        planes,
-                        stride if j == 0 else 1,
-                        attention=attn,
-                        position=position if attn is not None else None,
-                        attn_kwargs=attn_kwargs,
-                        **block_kwargs,
-                        **f,
-                    )
-                except ValueError as err:
-                    raise ValueError(
-                        f"{self._stage_names[i]}.{j}: {err}; the stage widths here are {list(widths)}: "
-                        "give attention_kwargs that fit each stage with attention, or leave this stage "
-                        "out with stages=[...] (model_kwargs)"
-                    ) from err
-                blocks.append(block)
+                with naming_the_block(f"{self._stage_names[i]}.{j}", widths_note):
+                    blocks.append(block_cls(
+                        in_chs, planes, stride if j == 0 else 1, attention=attn,
+                        position=position if attn is not None else None, attn_kwargs=attn_kwargs,
+                        **block_kwargs, **f,
+                    ))  # fmt: skip
                 in_chs = planes * block_cls.expansion
             self.add_module(self._stage_names[i], nn.Sequential(*blocks))
             self.feature_info.append(
@@ -162,6 +158,7 @@ class ResNet(nn.Module):
             )
         self.num_features = in_chs
 
+        # Head: pre-activation nets normalise the last stage's output before pooling.
         self.head_norm = nn.BatchNorm2d(in_chs, **f) if preact else nn.Identity()
         self.head_act = nn.ReLU(inplace=True) if preact else nn.Identity()
         if not features_only:
