@@ -29,7 +29,7 @@ from naive import NaiveHAM, NaiveSCSA  # noqa: E402
 
 import plugattn  # noqa: E402
 from plugattn.attention._common import eca_kernel_size  # noqa: E402
-from plugattn.benchmark import _conditions, measure, time_interleaved  # noqa: E402
+from plugattn.benchmark.bench import _conditions, measure, time_interleaved  # noqa: E402
 from plugattn.report import markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

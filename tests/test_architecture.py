@@ -82,3 +82,45 @@ def test_the_check_can_fail(tmp_path):
         "import plugattn.engine\nfrom plugattn.models import create_model\nfrom plugattn import runs\n"
     )
     assert imported_rooms(sample) == {"engine", "models", "runs"}
+
+
+# The house's size limits (issue: "a house a newcomer reads in ten minutes"). A body is counted from
+# its first statement after the docstring, so a long signature or a full docstring costs nothing.
+MAX_FILE_LINES = 420
+MAX_BODY_LINES = 60
+MAX_POSITIONAL = 7
+
+
+def _functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    body = node.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and len(body) > 1:
+        body = body[1:]  # the docstring
+    return body[-1].end_lineno - body[0].lineno + 1
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(PACKAGE)) for p in FILES])
+def test_files_and_functions_stay_small(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_FILE_LINES, f"{path.name} has {lines} lines; split it by idea"
+    for f in _functions(path):
+        n = body_lines(f)
+        assert n <= MAX_BODY_LINES, f"{path.name}:{f.lineno} {f.name} is {n} lines; name its steps"
+        positional = len(f.args.posonlyargs) + len(f.args.args)
+        assert positional <= MAX_POSITIONAL, f"{path.name}:{f.lineno} {f.name} takes {positional} positional"
+
+
+def test_the_size_check_can_fail(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'def f(a, b):\n    """Doc."""\n' + "    a += 1\n" * 70 + "    return a\n"
+        "def g(a, b, c, d, e, f, g, h):\n    pass\n"
+    )
+    f, g = list(_functions(sample))
+    assert body_lines(f) == 71
+    assert len(g.args.args) == 8 > MAX_POSITIONAL

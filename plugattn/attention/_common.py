@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -27,17 +28,42 @@ def default_groups(channels: int, paper: int, *, per_group: int, argument: str) 
     )
 
 
-def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
+def eca_kernel_size(channels: int, slope: float = 2, offset: float = 1) -> int:
     """ECA's adaptive kernel size for a 1-D conv across ``channels`` (ECA-Net Eq. 12, HAM Eq. 6).
 
-    ``t = int(|(log2(C) + b) / gamma|)``; ``k = t`` if ``t`` is odd else ``t + 1`` (ECA's integer rule:
-    k = 3 for C in 16..64, 5 for 128..1024, 7 for 2048 with gamma=2, b=1).
+    ``t = int(|(log2(C) + offset) / slope|)``; ``k = t`` if ``t`` is odd else ``t + 1`` (ECA's integer
+    rule: k = 3 for C in 16..64, 5 for 128..1024, 7 for 2048 with slope 2 and offset 1). The paper
+    calls ``slope`` γ and ``offset`` b.
     """
     channels = check_int("channels", channels, minimum=1)
-    check_float("gamma", gamma, low=0, low_open=True)
-    check_float("b", b)
-    t = int(abs((math.log2(channels) + b) / gamma))
+    check_float("kernel_slope", slope, low=0, low_open=True)
+    check_float("kernel_offset", offset)
+    t = int(abs((math.log2(channels) + offset) / slope))
     return t if t % 2 == 1 else t + 1
+
+
+def eca_rule(
+    owner: str, slope: float, offset: float, gamma: float | None, b: float | None
+) -> tuple[float, float]:
+    """ECA's rule parameters ``(kernel_slope, kernel_offset)`` of module ``owner``, taking their old
+    names ``gamma`` and ``b`` for one more release with a ``FutureWarning`` (``b`` also named the batch
+    size in HAM's file; the new names say what the numbers do)."""
+    new = {"gamma": ("kernel_slope", slope, 2), "b": ("kernel_offset", offset, 1)}
+    values = {"kernel_slope": slope, "kernel_offset": offset}
+    for old, given in (("gamma", gamma), ("b", b)):
+        if given is None:
+            continue
+        name, value, default = new[old]
+        if value != default:
+            raise ValueError(f"{owner}: give {name}={value!r} or its old name {old}={given!r}, not both")
+        check_float(old, given, low=0 if old == "gamma" else None, low_open=old == "gamma")
+        warnings.warn(
+            f"{owner}({old}=...) is deprecated and will be removed; use {name}= (same meaning)",
+            FutureWarning,
+            stacklevel=3,
+        )
+        values[name] = given
+    return values["kernel_slope"], values["kernel_offset"]
 
 
 def check_feature_map(module: nn.Module, x: torch.Tensor) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import LayerFactory, check_feature_map, eca_kernel_size, make_layer
+from plugattn.attention._common import LayerFactory, check_feature_map, eca_kernel_size, eca_rule, make_layer
 from plugattn.attention.registry import register_attention
 
 __all__ = ["ECA"]
@@ -27,14 +27,16 @@ class ECA(nn.Module):
     * (2) ``ω = σ(conv1d_k(y))``: one input and one output channel, kernel ``k`` sliding across the C
       channels with zero padding ``k // 2``, no bias — ``ω_i = σ(Σ_{j=-k//2}^{k//2} w_j y_{i+j})``
       (paper Eq. 9), ``k`` weights shared by all channels.
-    * (3) ``k = ψ(C) = |(log2 C + b) / γ|_odd`` (paper Eq. 12; γ=2, b=1: k = 3 for C in 16..64, 5 for
-      128..1024, 7 for 2048), by :func:`plugattn.attention._common.eca_kernel_size`.
+    * (3) ``k = ψ(C) = |(log2 C + b) / γ|_odd`` (paper Eq. 12; γ = ``kernel_slope`` = 2,
+      b = ``kernel_offset`` = 1: k = 3 for C in 16..64, 5 for 128..1024, 7 for 2048), by
+      :func:`plugattn.attention._common.eca_kernel_size`.
     * (4) ``out = x · ω`` per channel.
 
     Args:
         channels: input channels C.
         kernel_size: odd kernel ``k``; ``None`` (default) uses Eq. 12.
-        gamma, b: Eq. 12's parameters (defaults 2 and 1).
+        kernel_slope, kernel_offset: Eq. 12's γ and b (defaults 2 and 1). Their old names ``gamma`` and
+            ``b`` still work, with a ``FutureWarning``.
         gate_layer: class or zero-argument factory of the gate (default ``nn.Sigmoid``).
         device, dtype: factory keywords, as torch layers take them.
 
@@ -52,18 +54,21 @@ class ECA(nn.Module):
         channels: int,
         *,
         kernel_size: int | None = None,
-        gamma: float = 2,
-        b: float = 1,
+        kernel_slope: float = 2,
+        kernel_offset: float = 1,
         gate_layer: LayerFactory = nn.Sigmoid,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        gamma: float | None = None,
+        b: float | None = None,
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=1)
-        check_float("gamma", gamma, low=0, low_open=True)
-        check_float("b", b)
+        slope, offset = eca_rule("ECA", kernel_slope, kernel_offset, gamma, b)
+        check_float("kernel_slope", slope, low=0, low_open=True)
+        check_float("kernel_offset", offset)
         if kernel_size is None:
-            kernel_size = eca_kernel_size(channels, gamma, b)
+            kernel_size = eca_kernel_size(channels, slope, offset)
         check_int("kernel_size", kernel_size, minimum=1, odd=True)
         self.channels = channels
         self.kernel_size = kernel_size

@@ -14,17 +14,19 @@ from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import check_feature_map, eca_kernel_size
+from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule
 from plugattn.attention.registry import register_attention
 
 __all__ = ["HAM", "HAMChannel", "HAMSpatial", "ham_important_channels"]
 
 
 def ham_important_channels(channels: int, separation_rate: float) -> int:
-    """Size of HAM's important group: the nearest even of ``separation_rate * channels`` (Eq. 5).
+    """Size of HAM's important group: the nearest even of ``separation_rate * channels`` (step 5 of
+    the docstring of :class:`HAM` and of spec/ham.md; the paper states it in words).
 
     ``t = ⌊rate · C⌋``; ``t`` if even else ``t + 1`` (C=16→10, 64→38, 256→154, 2048→1228 at 0.6).
     The product is exact: the rate is taken as the decimal it prints as (``0.7`` is 7/10, not the binary
@@ -122,7 +124,9 @@ class _GroupDescriptors(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w1, w2, n1: int, n2: int):  # noqa: ANN001, ANN205
+    def forward(
+        ctx: FunctionCtx, x: Tensor, w1: Tensor, w2: Tensor, n1: int, n2: int
+    ) -> tuple[Tensor, Tensor]:
         b, c, h, w = x.shape
         outs, idxs = [], []
         for wi, ni in ((w1, n1), (w2, n2)):
@@ -135,7 +139,7 @@ class _GroupDescriptors(torch.autograd.Function):
         return outs[0], outs[1]
 
     @staticmethod
-    def backward(ctx, g1, g2):  # noqa: ANN001, ANN205
+    def backward(ctx: FunctionCtx, g1: Tensor, g2: Tensor) -> tuple[Tensor | None, ...]:
         x, w1, w2, i1, i2 = ctx.saved_tensors
         b, c, h, w = x.shape
         dtype = torch.promote_types(x.dtype, w1.dtype)
@@ -165,13 +169,13 @@ class _Recombine(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w1, w2, a1, a2):  # noqa: ANN001, ANN205
+    def forward(ctx: FunctionCtx, x: Tensor, w1: Tensor, w2: Tensor, a1: Tensor, a2: Tensor) -> Tensor:
         ctx.save_for_backward(x, w1, w2, a1, a2)
         gate = torch.addcmul(w1[:, :, None, None] * a1, w2[:, :, None, None], a2)  # (B, C, H, W)
         return x * gate
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w1, w2, a1, a2 = ctx.saved_tensors
         b, c, h, w = x.shape
         dtype = torch.promote_types(torch.promote_types(x.dtype, w1.dtype), a1.dtype)
@@ -234,7 +238,8 @@ class HAM(nn.Module):
     * (1) ``f_avg = mean_{H,W}(x)``, ``f_max = max_{H,W}(x)`` — ``(B, C)``.
     * (2) ``f_add = ½(f_avg + f_max) + α·f_avg + β·f_max`` (paper Eq. 5; α = β = 0.5 at init,
       unconstrained); ``adaptive=False`` gives ``f_add = ½(f_avg + f_max)``.
-    * (3) ``a_c = σ(conv1d_k(f_add))`` across channels, ``k`` = ECA's rule from C (γ=2, b=1).
+    * (3) ``a_c = σ(conv1d_k(f_add))`` across channels, ``k`` = ECA's rule from C (paper Eq. 6:
+      ``k = |(log2 C + b) / γ|_odd`` with γ = ``kernel_slope`` = 2, b = ``kernel_offset`` = 1).
     * (4) ``F' = x · a_c``.
     * (5) ``c_im`` = nearest even of ``separation_rate · C``; ``c_sub = C - c_im``.
     * (6) per sample, ``m1`` = 1 on the ``c_im`` channels of largest ``a_c`` (no gradient),
@@ -252,7 +257,8 @@ class HAM(nn.Module):
             fall in ``[1, C-1]``.
         spatial_kernel_size: odd kernel of the shared spatial conv (default 7).
         channel_kernel_size: odd kernel of the channel conv; ``None`` (default) uses ECA's rule.
-        gamma, b: ECA's rule parameters (defaults 2 and 1).
+        kernel_slope, kernel_offset: γ and b of ECA's rule (defaults 2 and 1). Their old names ``gamma``
+            and ``b`` still work, with a ``FutureWarning``.
         adaptive: learn α and β (default ``True``); ``False`` is the paper's "no adaptive" ablation.
         device, dtype: factory keywords, as torch layers take them.
 
@@ -274,18 +280,21 @@ class HAM(nn.Module):
         separation_rate: float = 0.6,
         spatial_kernel_size: int = 7,
         channel_kernel_size: int | None = None,
-        gamma: float = 2,
-        b: float = 1,
+        kernel_slope: float = 2,
+        kernel_offset: float = 1,
         adaptive: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        gamma: float | None = None,
+        b: float | None = None,
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=1)
         check_float("separation_rate", separation_rate, low=0, high=1, low_open=True, high_open=True)
         check_int("spatial_kernel_size", spatial_kernel_size, minimum=1, odd=True)
+        slope, offset = eca_rule("HAM", kernel_slope, kernel_offset, gamma, b)
         if channel_kernel_size is None:
-            channel_kernel_size = eca_kernel_size(channels, gamma, b)
+            channel_kernel_size = eca_kernel_size(channels, slope, offset)
         check_int("channel_kernel_size", channel_kernel_size, minimum=1, odd=True)
         if not isinstance(adaptive, bool):
             raise ValueError(f"adaptive must be True or False, got {adaptive!r}")

@@ -63,7 +63,9 @@ class SCSA(nn.Module):
         qkv_bias: biases on q, k, v (default False).
         down_sample_mode: ``'avg_pool'`` (default) or ``'max_pool'``.
         attn_drop_ratio: dropout on the attention matrix (default 0; the ResNet-101 config uses 0.1).
-        gate_layer: ``'sigmoid'`` (default) or ``'softmax'``.
+        gate_layer: ``'sigmoid'`` (default) or ``'softmax'``: a name, as the reference's configs give it,
+            not a layer class as in SE/ECA/CBAM, because it sets how *both* gates normalise (softmax
+            over positions for the spatial maps, over channels for the channel weights).
         device, dtype: factory keywords, as torch layers take them.
 
     State-dict keys equal the reference's: ``local_dwc.*``, ``global_dwc_{s,m,l}.*``, ``norm_h.*``,

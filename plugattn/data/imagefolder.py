@@ -34,30 +34,52 @@ def load_imagefolder(
         std: per-channel standard deviation in [0, 1] units (default ImageNet's).
     """
     check_choice("split", split, ("train", "val", "test"))
-    split_dir = Path(directory) / split
+    split_dir = _split_dir(Path(directory), split)
+    classes = _class_list(split_dir, classes)
+    paths, labels = _images(split_dir, classes)
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values (RGB), got mean={tuple(mean)}, std={tuple(std)}")
+    return FolderDataset(
+        paths=paths,
+        labels=labels,
+        classes=list(classes),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        split=split,
+        root=split_dir,
+    )
+
+
+def _split_dir(directory: Path, split: str) -> Path:
+    split_dir = directory / split
     if not split_dir.is_dir():
-        present = (
-            sorted(p.name for p in Path(directory).iterdir() if p.is_dir())
-            if Path(directory).is_dir()
-            else []
-        )
+        present = sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
         raise DatasetNotFoundError(
             f"{split_dir}: no such folder; an image folder needs "
             f"{directory}/{split}/<class_name>/<image files>"
             f" (sub-folders found: {present or 'none'})"
         )
+    return split_dir
+
+
+def _class_list(split_dir: Path, classes: Sequence[str] | None) -> list[str]:
+    """The class names in label order: ``classes`` if given (every class folder must be among them),
+    else the class folders, sorted."""
     folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DatasetError(
             f"{split_dir}: no class sub-folders; expected {split_dir}/<class_name>/<image files>"
         )
     if classes is None:
-        classes = folders
-    else:
-        classes = list(classes)
-        unknown = sorted(set(folders) - set(classes))
-        if unknown:
-            raise DatasetError(f"{split_dir}: class folders {unknown} are not among the given classes")
+        return folders
+    unknown = sorted(set(folders) - set(classes))
+    if unknown:
+        raise DatasetError(f"{split_dir}: class folders {unknown} are not among the given classes")
+    return list(classes)
+
+
+def _images(split_dir: Path, classes: list[str]) -> tuple[list[Path], torch.Tensor]:
+    """Every image file under each class folder (a class may have no folder), and its label."""
     paths: list[Path] = []
     labels: list[int] = []
     empty = []
@@ -77,14 +99,4 @@ def load_imagefolder(
             f"{split_dir}: no images in class folder(s) {empty} "
             f"(extensions read: {', '.join(IMAGE_EXTENSIONS)})"
         )
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values (RGB), got mean={tuple(mean)}, std={tuple(std)}")
-    return FolderDataset(
-        paths=paths,
-        labels=torch.tensor(labels, dtype=torch.int64),
-        classes=list(classes),
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        split=split,
-        root=split_dir,
-    )
+    return paths, torch.tensor(labels, dtype=torch.int64)

@@ -215,41 +215,17 @@ def create_loader(
         drop_last: drop the last, smaller batch; default True in training (no tiny last batch for
             BatchNorm), False in evaluation, where True is refused because it would skip samples.
     """
-    if not isinstance(dataset, (ArrayDataset, FolderDataset)):
-        raise ValueError(f"dataset must be an ArrayDataset or FolderDataset, got {type(dataset).__name__}")
-    check_int("batch_size", batch_size, minimum=1)
-    check_int("seed", seed, minimum=0)
-    check_int("world_size", world_size, minimum=1)
-    check_int("rank", rank, minimum=0)
-    if rank >= world_size:
-        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-    check_int("num_workers", num_workers, minimum=0)
-    if not isinstance(train, bool):
-        raise ValueError(f"train must be a bool, got {train!r}")
-    if drop_last is None:
-        drop_last = train
-    elif not isinstance(drop_last, bool):
-        raise ValueError(f"drop_last must be a bool or None, got {drop_last!r}")
-    if drop_last and not train:
-        raise ValueError("drop_last=True with train=False would leave samples out of the evaluation")
-    if len(dataset) == 0:
-        raise ValueError(f"dataset {dataset.name!r} split {dataset.split!r} is empty")
-
-    if isinstance(dataset, ArrayDataset):
-        aug = _check_augment(augment, _ARRAY_KEYS, "in-memory datasets")
-        stats = {"mean": aug.pop("mean", dataset.mean), "std": aug.pop("std", dataset.std)}
-        batch_transform = BatchAugment(**(aug if train else {}), **stats)
-        sample_transform = None
-    else:
-        aug = _check_augment(augment, _FOLDER_KEYS, "image folders")
-        stats = {"mean": aug.pop("mean", dataset.mean), "std": aug.pop("std", dataset.std)}
-        batch_transform = BatchAugment(**stats)  # normalise only: augmentation happens per image
-        size = aug.pop("size", 224)
-        resize = aug.pop("resize", 256)
-        if train and augment is not None:
-            sample_transform = RandomResizedCropFlip(size, flip=aug.pop("flip", False), **aug)
-        else:
-            sample_transform = ResizeCenterCrop(size, resize)
+    drop_last = _check_loader_args(
+        dataset,
+        batch_size=batch_size,
+        train=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        drop_last=drop_last,
+    )
+    batch_transform, sample_transform = _transforms(dataset, augment, train)
     loader = Loader(
         dataset,
         batch_size=batch_size,
@@ -269,3 +245,54 @@ def create_loader(
             " the epoch would have no batch"
         )
     return loader
+
+
+def _check_loader_args(
+    dataset: ArrayDataset | FolderDataset,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    drop_last: bool | None,
+) -> bool:
+    """:func:`create_loader`'s arguments checked; returns ``drop_last`` resolved."""
+    if not isinstance(dataset, (ArrayDataset, FolderDataset)):
+        raise ValueError(f"dataset must be an ArrayDataset or FolderDataset, got {type(dataset).__name__}")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_int("world_size", world_size, minimum=1)
+    check_int("rank", rank, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+    check_int("num_workers", num_workers, minimum=0)
+    if not isinstance(train, bool):
+        raise ValueError(f"train must be a bool, got {train!r}")
+    if drop_last is None:
+        drop_last = train
+    elif not isinstance(drop_last, bool):
+        raise ValueError(f"drop_last must be a bool or None, got {drop_last!r}")
+    if drop_last and not train:
+        raise ValueError("drop_last=True with train=False would leave samples out of the evaluation")
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {dataset.name!r} split {dataset.split!r} is empty")
+    return drop_last
+
+
+def _transforms(dataset: ArrayDataset | FolderDataset, augment: dict[str, Any] | None, train: bool):
+    """The batch transform (augmentation of in-memory batches, normalisation) and the per-image
+    transform of image folders (``None`` for in-memory data)."""
+    if isinstance(dataset, ArrayDataset):
+        aug = _check_augment(augment, _ARRAY_KEYS, "in-memory datasets")
+        stats = {"mean": aug.pop("mean", dataset.mean), "std": aug.pop("std", dataset.std)}
+        return BatchAugment(**(aug if train else {}), **stats), None
+    aug = _check_augment(augment, _FOLDER_KEYS, "image folders")
+    stats = {"mean": aug.pop("mean", dataset.mean), "std": aug.pop("std", dataset.std)}
+    batch_transform = BatchAugment(**stats)  # normalise only: augmentation happens per image
+    size = aug.pop("size", 224)
+    resize = aug.pop("resize", 256)
+    if train and augment is not None:
+        return batch_transform, RandomResizedCropFlip(size, flip=aug.pop("flip", False), **aug)
+    return batch_transform, ResizeCenterCrop(size, resize)

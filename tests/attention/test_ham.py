@@ -11,12 +11,12 @@ from plugattn.attention.ham import ham_important_channels
 from tests.attention.test_matrix import randomize
 
 BN_EPS = 1e-5  # spec/ham.md: the two spatial BatchNorms are BatchNorm2d(1) with PyTorch's default eps
-# The separation rates the tests use, as exact fractions p/q (spec/ham.md, Eq. 5: λ = 0.6 by default).
+# The separation rates the tests use, as exact fractions p/q (spec/ham.md step 5: λ = 0.6 by default).
 RATES = {0.6: (3, 5), 0.5: (1, 2), 0.7: (7, 10)}
 
 
 def important_size(channels: int, rate: float) -> int:
-    """spec/ham.md, Eq. 5 in integers: t = ⌊p·C / q⌋, rounded up to even."""
+    """spec/ham.md step 5 in integers: t = ⌊p·C / q⌋, rounded up to even."""
     p, q = RATES[rate]
     t = p * channels // q
     return t + t % 2
@@ -274,3 +274,25 @@ def test_inference_path_in_bfloat16_follows_the_autograd_path():
     slow = m(x.clone().requires_grad_())
     assert fast.dtype == slow.dtype == torch.bfloat16
     torch.testing.assert_close(fast.float(), slow.detach().float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("cls", [plugattn.HAM, plugattn.ECA])
+def test_eca_rule_parameters_have_names_and_the_old_ones_still_work(cls):
+    # k = |(log2 C + offset) / slope|_odd: C = 64 gives 3 with (2, 1); (1, 1) gives 7; (2, 5) gives 5.
+    conv = "channel.conv" if cls is plugattn.HAM else "conv"
+
+    def k(m):
+        return m.get_submodule(conv).kernel_size[0]
+
+    assert k(cls(64)) == 3
+    assert k(cls(64, kernel_slope=1)) == 7
+    assert k(cls(64, kernel_offset=5)) == 5
+    with pytest.warns(FutureWarning, match=r"gamma=\.\.\.\) is deprecated.*use kernel_slope="):
+        assert k(cls(64, gamma=1)) == 7
+    with pytest.warns(FutureWarning, match=r"b=\.\.\.\) is deprecated.*use kernel_offset="):
+        assert k(cls(64, b=5)) == 5
+    with pytest.raises(ValueError, match=r"give kernel_slope=1 or its old name gamma=3, not both"):
+        cls(64, kernel_slope=1, gamma=3)
+    with pytest.raises(ValueError, match=r"^kernel_slope must lie in \(0, inf\), got 0"):
+        cls(64, kernel_slope=0)
+    assert plugattn.create_attention(cls.__name__.lower(), 64, kernel_offset=5) is not None
