@@ -8,44 +8,53 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["append_line", "atomic_write", "remove_stale_temps"]
+__all__ = ["append_line", "atomic_write", "remove_stale_temps", "replacing"]
+
+
+@contextmanager
+def replacing(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` (``.NAME.*<suffix>``) for a writer that needs a file name;
+    when the block ends normally it is flushed to the disk and renamed over ``path``, when it raises
+    it is deleted. The file gets the permissions an ordinary ``open(path, "w")`` would give it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; these are ordinary files
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself reaches the disk
+    finally:
+        os.close(dir_fd)
 
 
 def atomic_write(path: str | Path, content: str | bytes | Callable[[BinaryIO], object]) -> Path:
     """Write ``content`` (text, bytes, or a function that writes to a binary file) to ``path``.
 
     The data goes to a temporary file beside ``path`` (``.NAME.*.tmp``), is flushed to the disk, and
-    is renamed over ``path``; the rename is flushed too. The file gets the permissions an ordinary
-    ``open(path, "w")`` would give it.
+    is renamed over ``path`` (:func:`replacing`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; these are ordinary files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(content):
-                content(f)
-            else:
-                f.write(content.encode() if isinstance(content, str) else content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself reaches the disk
-    finally:
-        os.close(dir_fd)
-    return path
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        if callable(content):
+            content(f)
+        else:
+            f.write(content.encode() if isinstance(content, str) else content)
+    return Path(path)
 
 
 def append_line(path: str | Path, line: str) -> Path:

@@ -48,8 +48,10 @@ class CBAMChannel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Both descriptors through the shared MLP in one call, stacked along the batch.
         z = torch.cat((x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)))  # (2B,C,1,1)
-        m_avg, m_max = self.fc2(self.act(self.fc1(z))).chunk(2, dim=0)  # (B, C, 1, 1) each
-        return self.gate(m_avg + m_max)
+        y = self.fc2(self.act(self.fc1(z)))  # (2B, C, 1, 1)
+        # Slices, not chunk(2): ONNX export with a dynamic batch fails on chunk's SplitToSequence.
+        b = x.shape[0]
+        return self.gate(y[:b] + y[b:])
 
 
 class CBAMSpatial(ConvNormGate):

@@ -190,10 +190,7 @@ class SCSA(nn.Module):
         if self.window_size == -1:
             y = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         else:
-            # The largest window that fits: equals the reference wherever the reference runs.
-            window = (min(self.window_size, h), min(self.window_size, w))
-            pool = F.avg_pool2d if self.down_sample_mode == "avg_pool" else F.max_pool2d
-            y = pool(x, window, window)  # (B, C, h', w')
+            y = _window_pool(x, self.window_size, self.down_sample_mode)  # (B, C, h', w')
         y = self.norm(y)
         n = y.shape[2] * y.shape[3]
         shape = (b, self.head_num, self.head_dim, n)
@@ -210,3 +207,25 @@ class SCSA(nn.Module):
             f"channels={self.channels}, head_num={self.head_num}, window_size={self.window_size}, "
             f"down_sample_mode={self.down_sample_mode!r}, gate_layer={self.gate_layer!r}"
         )
+
+
+def _window_pool(x: torch.Tensor, window_size: int, mode: str) -> torch.Tensor:
+    """``AvgPool2d``/``MaxPool2d`` with kernel = stride = the largest window that fits,
+    ``(min(window_size, H), min(window_size, W))``, floor mode: equals the reference wherever the
+    reference runs.
+
+    Under ``torch.export`` (and so ONNX) the sizes are symbolic and a pooling kernel must be a
+    number, which would bake in the window of the size the model was traced at; there the same
+    pooling is written as indexing + reshape + reduce, one graph for every input size.
+    """
+    h, w = x.shape[2:]
+    if not isinstance(h, torch.SymInt) and not isinstance(w, torch.SymInt):
+        window = (min(window_size, h), min(window_size, w))
+        pool = F.avg_pool2d if mode == "avg_pool" else F.max_pool2d
+        return pool(x, window, window)
+    kh, kw = torch.sym_min(window_size, h), torch.sym_min(window_size, w)
+    oh, ow = h // kh, w // kw
+    rows = torch.arange(oh * kh, device=x.device)  # the rows and columns whole windows cover
+    cols = torch.arange(ow * kw, device=x.device)
+    blocks = x.index_select(2, rows).index_select(3, cols).reshape(*x.shape[:2], oh, kh, ow, kw)
+    return blocks.mean(dim=(3, 5)) if mode == "avg_pool" else blocks.amax(dim=(3, 5))
