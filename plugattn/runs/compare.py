@@ -20,7 +20,7 @@ from plugattn.benchmark import FLOP_COUNTER, measure
 from plugattn.engine.config import TrainConfig
 from plugattn.report import write_comparison
 from plugattn.runs.directory import RunDirectory, check_output_dir
-from plugattn.runs.evaluate import model_from_checkpoint
+from plugattn.runs.evaluate import input_shape, model_from_checkpoint
 from plugattn.runs.fit import train
 
 __all__ = ["compare", "summarise"]
@@ -83,7 +83,7 @@ def summarise(
         ckpt = runs[0].load()
         models[attention] = model_from_checkpoint(ckpt).eval()
         cfg = TrainConfig.from_dict(ckpt["config"])
-        shape = _input_shape(cfg, ckpt["meta"])
+        shape = input_shape(ckpt)
         rows.append(
             {
                 "attention": attention,
@@ -120,10 +120,3 @@ def _with_costs(row: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
         "train_images_per_s": row["train_images_per_s"],
         "input": row["input"],
     }
-
-
-def _input_shape(cfg: TrainConfig, meta: dict[str, Any]) -> tuple[int, int, int]:
-    size = cfg.augment.get("size") or meta.get("image_size")
-    if isinstance(size, (list, tuple)):
-        return (meta["in_chans"], *size)
-    return (meta["in_chans"], size, size)

@@ -17,7 +17,7 @@ from plugattn.report import write_evaluation
 from plugattn.runs.build import build_model, check_same_classes
 from plugattn.runs.directory import RunDirectory, check_output_dir
 
-__all__ = ["evaluate_checkpoint", "load_model", "model_from_checkpoint"]
+__all__ = ["evaluate_checkpoint", "input_shape", "load_model", "model_from_checkpoint"]
 
 
 def load_model(checkpoint: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -100,3 +100,12 @@ def _checkpoint_file(checkpoint: str | Path) -> Path:
     """A run directory's checkpoint, or the file named."""
     path = Path(checkpoint)
     return path / RunDirectory.CHECKPOINT if path.is_dir() else path
+
+
+def input_shape(ckpt: dict[str, Any]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images a checkpoint's model was trained on (after augmentation's crop)."""
+    cfg, meta = TrainConfig.from_dict(ckpt["config"]), ckpt["meta"]
+    size = cfg.augment.get("size") or meta.get("image_size")
+    if isinstance(size, (list, tuple)):
+        return (meta["in_chans"], *size)
+    return (meta["in_chans"], size, size)
