@@ -72,6 +72,15 @@ def get_parser() -> argparse.ArgumentParser:
     cp.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     cp.add_argument("--out", help="grid directory (default: runs/compare-<preset>-<model>-<data>)")
 
+    bn = _add_bench_parser(sub)
+    vz = _add_viz_parser(sub)
+    ex = _add_export_parser(sub)
+    for p in (ls, tr, ev, cp, bn, vz, ex):  # also after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="full tracebacks")
+    return parser
+
+
+def _add_bench_parser(sub) -> argparse.ArgumentParser:
     bn = sub.add_parser(
         "bench", help="cost of attention modules or models side by side: FLOPs, latency, memory, floor"
     )
@@ -91,9 +100,46 @@ def get_parser() -> argparse.ArgumentParser:
     bn.add_argument("--repeats", type=int, default=20, help="timed calls of each (default 20)")
     bn.add_argument("--csv", help="also write the rows (with the conditions) to this CSV file")
     bn.add_argument("--json", help="also write the report to this JSON file")
-    for p in (ls, tr, ev, cp, bn):  # also after the command; SUPPRESS keeps a --debug given before it
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="full tracebacks")
-    return parser
+    return bn
+
+
+def _add_viz_parser(sub) -> argparse.ArgumentParser:
+    vz = sub.add_parser(
+        "viz", help="pictures of what a trained model attends to: attention maps, channel weights, CAMs"
+    )
+    vz.add_argument(
+        "--checkpoint", action="append", required=True,
+        help="a run directory or its last.pt; give it twice to compare two models on the same images",
+    )  # fmt: skip
+    images = vz.add_mutually_exclusive_group(required=True)
+    images.add_argument("--data", help="take images from this dataset (see --split, --n)")
+    images.add_argument("--image", nargs="+", help="image files (PNG, JPEG, ...) to look at")
+    vz.add_argument("--data-dir", help="dataset root (default: $PLUGATTN_DATA or the dataset's places)")
+    vz.add_argument("--split", default="test", help="split to take images from (default test)")
+    vz.add_argument("--n", type=int, default=8, help="images to look at (default 8)")
+    vz.add_argument("--cam", default="gradcam,scorecam", help="CAM methods (default gradcam,scorecam)")
+    vz.add_argument("--layer", help="the CAM's target layer (default: the last stage)")
+    vz.add_argument("--out", required=True, help="directory for the PNG figures")
+    return vz
+
+
+def _add_export_parser(sub) -> argparse.ArgumentParser:
+    ex = sub.add_parser(
+        "export", help="ONNX, torch.export or TorchScript of a trained model, checked against it"
+    )
+    ex.add_argument("--checkpoint", required=True, help="a run directory or its last.pt")
+    ex.add_argument(
+        "--out", required=True, help="FILE.onnx, FILE.pt2 (torch.export) or FILE.ts (TorchScript)"
+    )
+    ex.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    ex.add_argument("--dynamic-batch", action="store_true", help="any batch size")
+    ex.add_argument("--dynamic-size", action="store_true", help="any image height and width")
+    ex.add_argument("--batch", type=int, default=1, help="batch of the example input (default 1)")
+    ex.add_argument(
+        "--tolerance", type=float, default=1e-4,
+        help="largest difference to the eager model accepted (default 1e-4); above it nothing is written",
+    )  # fmt: skip
+    return ex
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
@@ -234,6 +280,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from plugattn.export import ExportMismatch, export_checkpoint
+
+    try:
+        result = export_checkpoint(
+            args.checkpoint,
+            args.out,
+            batch=args.batch,
+            opset=args.opset,
+            dynamic_batch=args.dynamic_batch,
+            dynamic_size=args.dynamic_size,
+            tolerance=args.tolerance,
+        )
+    except ExportMismatch as err:
+        print(f"plugattn export: failed check: {err}", file=sys.stderr)
+        return 1
+    print(result.describe())
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from plugattn.viz import visualise
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    written = visualise(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        data_dir=args.data_dir,
+        split=args.split,
+        n=args.n,
+        images=args.image,
+        cams=[c.strip() for c in args.cam.split(",") if c.strip()],
+        layer=args.layer,
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
 def _check_positive(parser: argparse.ArgumentParser, name: str, value: int) -> None:
     if value < 1:
         parser.error(f"--{name} must be >= 1, got {value}")
@@ -283,7 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, value in (("channels", channels), ("size", size), ("batch", batch)):
                 _check_positive(parser, name, value)
             return 1 if cmd_list(channels, size, batch) else 0
-        commands = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "bench": cmd_bench}
+        commands = {
+            "train": cmd_train,
+            "eval": cmd_eval,
+            "compare": cmd_compare,
+            "bench": cmd_bench,
+            "viz": cmd_viz,
+            "export": cmd_export,
+        }
         return commands[command](args)
     except (ValueError, OSError, FloatingPointError) as err:
         # The user's input was wrong, or the data, or the place asked to write to: one clear line.

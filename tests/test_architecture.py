@@ -25,7 +25,9 @@ ALLOWED = {
     "report": SHARED,
     "benchmark": SHARED | {"attention", "models", "report"},
     "runs": SHARED | {"package", "attention", "data", "engine", "models", "benchmark", "report"},
-    "cli": SHARED | {"package", "attention", "benchmark", "engine", "runs"},
+    "viz": SHARED | {"attention", "data", "engine", "runs"},
+    "export": SHARED | {"engine", "runs"},
+    "cli": SHARED | {"package", "attention", "benchmark", "engine", "runs", "viz", "export"},
     "__init__": SHARED | {"attention", "benchmark", "data", "engine", "models", "runs"},
     "__main__": {"cli"},
 }

@@ -6,7 +6,7 @@ from plugattn.attention.eca import ECA
 from plugattn.attention.ema import EMA
 from plugattn.attention.gc import GlobalContext
 from plugattn.attention.ham import HAM
-from plugattn.attention.maps import capture_attention_maps, gate_modules
+from plugattn.attention.maps import attention_maps, attention_modules, capture_attention_maps, gate_modules
 from plugattn.attention.rcca import CrissCross
 from plugattn.attention.registry import (
     AttentionEntry,
@@ -36,6 +36,8 @@ __all__ = [
     "TripletAttention",
     "AttentionEntry",
     "attention_entry",
+    "attention_maps",
+    "attention_modules",
     "capture_attention_maps",
     "create_attention",
     "gate_modules",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -254,3 +255,37 @@ def _check_range(name: str, value: Any, *, high: float | None = None) -> tuple[f
     low = check_float(f"{name}[0]", value[0], low=0.0, low_open=True, high=high)
     top = check_float(f"{name}[1]", value[1], low=low, high=high)
     return (low, top)
+
+
+def load_image_files(
+    files: Sequence[str | Path],
+    *,
+    channels: int,
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Image files (anything Pillow reads) as a normalised ``(N, channels, H, W)`` batch: grey-scale for
+    one channel, RGB for three, resized to ``size`` (height, width) with a centre crop that keeps the
+    aspect ratio (the shorter side is resized to fit)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise ImportError("reading image files needs Pillow: pip install 'plugattn[train]'") from err
+    if channels not in (1, 3):
+        raise ValueError(f"image files give 1 (grey) or 3 (RGB) channels; the model takes {channels}")
+    h, w = size
+    batch = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img = img.convert("L" if channels == 1 else "RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(f"image {str(f)!r} cannot be read as an image: {err}") from err
+        scale = max(h / img.height, w / img.width)
+        new_w, new_h = max(w, round(img.width * scale)), max(h, round(img.height * scale))
+        img = img.resize((new_w, new_h), _bilinear())
+        left, top = (new_w - w) // 2, (new_h - h) // 2
+        array = np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.uint8)
+        batch.append(torch.from_numpy(array.copy()).reshape(h, w, channels).permute(2, 0, 1))
+    return normalize(torch.stack(batch), _stats_tensor("mean", mean), _stats_tensor("std", std))
