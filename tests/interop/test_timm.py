@@ -155,3 +155,20 @@ def test_the_lookalikes_have_timms_structure():
     names = {n for n, _ in fake_ir.named_children()}
     assert names <= {n for n, _ in real_ir.named_children()}, names - {n for n, _ in real_ir.named_children()}
     assert hasattr(real_ir, "has_skip") == hasattr(fake_ir, "has_skip")
+
+
+@pytest.mark.parametrize("attention", ["ham", "scsa", "cbam"])
+def test_attention_maps_and_cams_of_a_timm_built_model(attention):
+    """`plugattn.attention_maps` finds every module timm built as attn_layer, by timm's own names, and a
+    CAM runs on timm's last stage."""
+    from plugattn.viz import class_activation_maps, module_maps
+
+    cls = plugattn.attention_entry(attention).cls
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10, block_args={"attn_layer": cls})
+    x = torch.randn(2, 3, 64, 64)
+    maps = plugattn.attention_maps(model.eval(), x, names="layer4.*")
+    assert maps and all(k.startswith("layer4.") and ".se." in k for k in maps)
+    _, per_module = module_maps(model, x)
+    assert [m.name for m in per_module][:2] == ["layer1.0.se", "layer1.1.se"] and len(per_module) == 8
+    _, cams = class_activation_maps(model, x, methods=["gradcam"], layer="layer4")
+    assert cams["gradcam"].shape == (2, 2, 2)

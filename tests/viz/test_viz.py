@@ -190,3 +190,28 @@ def test_viz_bad_input_is_one_line(runs, tmp_path, capsys):
         assert cli.main(["viz", *argv, "--out", out]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and __import__("re").search(match, err), err
+
+
+def test_viz_cli_on_a_fashion_mnist_run(tmp_path, capsys):
+    """The whole path on the real format: IDX files → a trained run → `plugattn viz --data fashion-mnist`,
+    grey-scale figures captioned with Fashion-MNIST's class names."""
+    from tests.data.formats import write_fashion_mnist
+
+    data = tmp_path / "fmnist"
+    write_fashion_mnist(data, n_train=64, n_test=16)
+    run = tmp_path / "run"
+    overrides = {"data": "fashion-mnist", "data_dir": str(data), "model": "resnet20", "attention": "ham",
+                 "epochs": 1, "batch_size": 16, "eval_batch_size": 16, "threads": 1}  # fmt: skip
+    train(resolve_config("fmnist-cpu", overrides=overrides), run, progress=False, log=lambda *_: None)
+    out = tmp_path / "figs"
+    argv = ["viz", "--checkpoint", str(run), "--data", "fashion-mnist", "--data-dir", str(data), "--n", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert sorted(printed) == sorted(str(out / n) for n in ["contact_sheet.png", "image0_resnet20-ham.png",
+                                                           "image1_resnet20-ham.png"])  # fmt: skip
+    detail = _png(out / "image0_resnet20-ham.png")
+    assert detail.std() > 10
+    # Grey input drawn in grey: the input panel (top-left) has equal R, G and B.
+    h, w = detail.shape[:2]
+    corner = detail[int(0.08 * h) : int(0.2 * h), int(0.02 * w) : int(0.2 * w)]
+    assert np.abs(corner[..., 0] - corner[..., 1]).max() < 1 and corner.std() > 5
