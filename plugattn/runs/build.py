@@ -17,15 +17,32 @@ __all__ = ["build_model", "check_recipe", "check_same_classes", "datasets"]
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, **extra: Any) -> nn.Module:
-    """``cfg``'s backbone with its attention, for ``num_classes`` classes of ``in_chans``-channel images."""
+    """``cfg``'s backbone with its attention, for ``num_classes`` classes of ``in_chans``-channel images.
+
+    The layers every variant shares (stem, convolutions, norms, head) start from the same weights for
+    the same ``cfg.seed`` whatever the attention module: they are drawn, from a generator seeded with
+    ``cfg.seed`` alone, for the plain backbone and copied into this one. So runs of a comparison that
+    share a seed differ only in their attention modules (whose own weights come from the global random
+    stream), and a difference paired by seed measures the module, not a luckier initialisation.
+    """
     kwargs = {**cfg.model_kwargs, **extra}
-    if cfg.attention_kwargs:
-        kwargs["attn_kwargs"] = dict(cfg.attention_kwargs)
     if cfg.zero_init_residual:
         kwargs["zero_init_residual"] = True
-    return create_model(
+    with torch.random.fork_rng(devices=[]):  # the global stream continues as if nothing was drawn
+        torch.manual_seed(cfg.seed)
+        plain = create_model(cfg.model, attention=None, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if cfg.attention is None:
+        return plain
+    if cfg.attention_kwargs:
+        kwargs["attn_kwargs"] = dict(cfg.attention_kwargs)
+    model = create_model(
         cfg.model, attention=cfg.attention, num_classes=num_classes, in_chans=in_chans, **kwargs
     )
+    if kwargs.get("device") != "meta":
+        shared = model.load_state_dict(plain.state_dict(), strict=False)
+        if shared.unexpected_keys:  # every backbone tensor has its place in the model with attention
+            raise RuntimeError(f"{cfg.model}: backbone tensors without a place: {shared.unexpected_keys[:4]}")
+    return model
 
 
 def check_recipe(cfg: TrainConfig) -> None:
