@@ -91,15 +91,17 @@ def plot_confusion(
 def plot_accuracy_vs_cost(
     rows: Sequence[dict[str, Any]], path: str | Path, *, costs: Sequence[tuple[str, str]], title: str
 ) -> Path | None:
-    """Mean top-1 (± std as error bars) against each ``(column, label)`` cost, one panel per cost and one
-    labelled point per module."""
+    """Mean top-1 with its 95% interval as error bars (none for a single run) against each
+    ``(column, label)`` cost, one panel per cost and one labelled point per module."""
     plt = _pyplot()
     if plt is None:
         return None
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.4), squeeze=False)
     for ax, (cost, label) in zip(axes[0], costs, strict=True):
         for r in rows:
-            ax.errorbar(r[cost], r["top1_mean"], yerr=r["top1_std"], fmt="o", capsize=3)
+            low, high = r.get("top1_ci_low", float("nan")), r.get("top1_ci_high", float("nan"))
+            yerr = [[r["top1_mean"] - low], [high - r["top1_mean"]]] if low == low else None
+            ax.errorbar(r[cost], r["top1_mean"], yerr=yerr, fmt="o", capsize=3)
             ax.annotate(
                 r["attention"],
                 (r[cost], r["top1_mean"]),
@@ -109,7 +111,7 @@ def plot_accuracy_vs_cost(
             )
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test top-1 (%), mean ± std over seeds")
+    axes[0][0].set_ylabel("final test top-1 (%), mean and 95% CI over seeds")
     fig.suptitle(title, fontsize=10)
     return _save_figure(plt, fig, path)
 
@@ -144,32 +146,21 @@ def write_evaluation(
 
 
 def write_comparison(
-    out: Path, rows: Sequence[dict[str, Any]], *, seeds: Sequence[int], flop_counter: str, title: str
+    out: Path, rows: Sequence[dict[str, Any]], *, conditions: dict[str, Any], title: str
 ) -> str:
-    """The files of ``plugattn compare`` in ``out``: ``summary.md`` (returned), ``summary.csv`` and
-    (with matplotlib) ``accuracy_vs_cost.png``. ``rows``: one per module, from its finished runs."""
-    header = ["attention", "top-1 % (mean ± std)", "runs", "params", "MFLOPs", "latency ms (b=1)",
-              "train img/s"]  # fmt: skip
-    table = [
-        [
-            r["attention"],
-            f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
-            r["runs"],
-            f"{r['params']:,}",
-            f"{r['mflops']:.1f}",
-            f"{r['latency_ms']:.2f}",
-            f"{r['train_images_per_s']:.0f}",
-        ]
-        for r in rows
-    ]
-    note = (
-        f"\nTop-1 of the last epoch (no best-epoch picking), over seeds {list(seeds)}. "
-        f"FLOPs: {flop_counter}; one {rows[0]['input']} image. Latency: median forward time, batch 1, "
-        "measured side by side on this machine by plugattn.bench (`plugattn bench` measures more).\n"
-    )
-    summary = markdown_table(header, table) + note
+    """The files of ``plugattn compare`` in ``out``: ``summary.md`` (returned), ``summary.csv``,
+    ``summary.json`` (the rows and the conditions) and (with matplotlib) ``accuracy_vs_cost.png``.
+    ``rows``: one per module, from its finished runs (``plugattn.runs.summary``)."""
+    baseline = conditions.get("baseline")
+    header = ["attention", "top-1 % final (mean ± std)", "95% CI", f"Δ vs {baseline or '—'} (95% CI)",
+              "p (paired t)", "p (sign-flip)", "verdict (5%)", "runs", "best-epoch top-1 (mean)",
+              "params", "MFLOPs", "latency ms, b=1 (median ± IQR)", "train img/s"]  # fmt: skip
+    table = [_comparison_cells(r) for r in rows]
+    summary = markdown_table(header, table) + _comparison_note(rows, conditions)
     atomic_write(out / "summary.md", summary)
     write_csv(out / "summary.csv", list(rows[0]), [list(r.values()) for r in rows])
+    document = {"title": title, "conditions": conditions, "rows": list(rows)}
+    atomic_write(out / "summary.json", json.dumps(_finite(document), indent=2))
     plot_accuracy_vs_cost(
         [{**r, "train_ms_per_image": 1e3 / r["train_images_per_s"]} for r in rows],
         out / "accuracy_vs_cost.png",
@@ -180,3 +171,66 @@ def write_comparison(
         title=title,
     )
     return summary
+
+
+def _number(value: float, fmt: str) -> str:
+    return "—" if value != value else format(value, fmt)  # NaN: not defined for these runs
+
+
+def _comparison_cells(r: dict[str, Any]) -> list[Any]:
+    ci = "—" if r["top1_ci_low"] != r["top1_ci_low"] else f"[{r['top1_ci_low']:.2f}, {r['top1_ci_high']:.2f}]"
+    if r["delta"] == r["delta"]:
+        delta = (
+            f"{r['delta']:+.2f} [{_number(r['delta_ci_low'], '+.2f')}, {_number(r['delta_ci_high'], '+.2f')}]"
+        )
+    else:
+        delta = "—"
+    return [
+        r["attention"],
+        f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+        ci,
+        delta,
+        _number(r["p_t"], ".3f"),
+        _number(r["p_permutation"], ".3f"),
+        r["verdict"] or "—",
+        r["runs"],
+        f"{r['best_epoch_top1_mean']:.2f}",
+        f"{r['params']:,}",
+        f"{r['mflops']:.1f}",
+        f"{r['latency_ms']:.2f} ± {r['latency_iqr_ms']:.2f}",
+        f"{r['train_images_per_s']:.0f} ± {r['train_images_per_s_std']:.0f}",
+    ]
+
+
+def _comparison_note(rows: Sequence[dict[str, Any]], conditions: dict[str, Any]) -> str:
+    seeds = conditions["seeds"]
+    note = (
+        f"\nTop-1 of the last epoch over seeds {seeds}, mean ± sample std, with a 95% t-interval. "
+        f"Δ: the difference to {conditions.get('baseline') or 'no baseline'} paired by seed (same seed = "
+        "same data order and the same initial weights of the shared layers), its 95% t-interval, the "
+        "paired t-test and the exact sign-flip permutation test (two-sided; with "
+        f"{len(seeds)} seeds its smallest possible p is {conditions['smallest_permutation_p']:.3g}); the "
+        "verdict is the t-test's at the 5% level. Best-epoch top-1 picks each run's best evaluated epoch: "
+        "optimistic, shown beside the final number, never instead of it. "
+        f"FLOPs: {conditions['flop_counter']}; one {rows[0]['input']} image. Latency: forward time, "
+        "batch 1, measured side by side on this machine by plugattn.bench. Train img/s: the runs' "
+        "mean throughput (± std over seeds).\n"
+    )
+    missing = conditions.get("missing") or []
+    if missing:
+        note += f"\n**{len(missing)} cell(s) missing** (not counted above):\n\n"
+        for m in missing:
+            error = f": {m['error']}" if m["error"] else ""
+            note += f"- {m['attention']} seed {m['seed']}: {m['state']}{error}\n"
+    return note
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

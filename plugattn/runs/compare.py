@@ -1,36 +1,29 @@
-"""A fair comparison: every attention module × several seeds under one recipe, mean ± std, with cost.
+"""A fair comparison: every attention module × several seeds under one recipe, answered with
+statistics and cost (``plugattn.runs.summary``), run by any engine (``plugattn.runs.launch``).
 
 Runs go to ``OUT/<attention>/seed<k>/`` (each a normal run directory, so the grid resumes where it
-stopped: finished runs are skipped, interrupted ones resumed). The summary is written by
-:func:`plugattn.report.write_comparison` as ``OUT/summary.md``, ``OUT/summary.csv`` and
-``OUT/accuracy_vs_cost.png``.
+stopped: finished runs are skipped, interrupted ones resumed). ``OUT/grid.json`` records the grid
+(modules, seeds, recipe) so that shards of it, run anywhere that shares ``OUT``, can be gathered with
+:func:`summarise_grid`. The summary is ``OUT/summary.{md,csv,json}`` and ``OUT/accuracy_vs_cost.png``.
 """
 
 from __future__ import annotations
 
-import statistics
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from plugattn.benchmark import FLOP_COUNTER, measure
+from plugattn._files import atomic_write
 from plugattn.engine.config import TrainConfig
-from plugattn.report import write_comparison
-from plugattn.runs.directory import RunDirectory, check_output_dir
-from plugattn.runs.evaluate import input_shape, model_from_checkpoint
-from plugattn.runs.fit import train
+from plugattn.runs.directory import check_output_dir
+from plugattn.runs.launch import Cell, SlurmOptions, cells_of_shard, run_cells
+from plugattn.runs.summary import summarise
 
-__all__ = ["compare", "summarise"]
+__all__ = ["GRID", "compare", "summarise", "summarise_grid"]
 
 Log = Callable[[str], object]
-
-
-def run_directory(out: Path, attention: str, seed: int) -> RunDirectory:
-    """Where the grid keeps the run of ``attention`` with ``seed``."""
-    return RunDirectory(out / (attention or "none") / f"seed{seed}")
+GRID = "grid.json"
 
 
 def compare(
@@ -39,84 +32,82 @@ def compare(
     seeds: Sequence[int],
     out: str | Path,
     *,
+    baseline: str | None = None,
+    jobs: int = 1,
+    slurm: SlurmOptions | None = None,
+    shard: tuple[int, int] | None = None,
     progress: bool = True,
     log: Log = print,
-) -> list[dict[str, Any]]:
-    """Train ``cfg`` with each attention (``"none"`` for the baseline) and each seed; summarise."""
+) -> dict[str, Any]:
+    """Train ``cfg`` with each attention (``"none"`` for the baseline) and each seed, then summarise.
+
+    Args:
+        baseline: the module the others are compared with (default ``"none"`` when listed).
+        jobs: cells run at once in local processes (1: in this process).
+        slurm: run each cell as a submitit job instead (Slurm, or submitit's local executor).
+        shard: ``(k, n)``: run only the k-th of n shares of the cells and do not summarise (an array
+            job's task); gather with :func:`summarise_grid` once every shard has finished.
+
+    Returns ``{"rows": ..., "failed": {(attention, seed): error}}``; ``rows`` is empty for a shard.
+    """
+    attentions = [str(a).lower() for a in attentions]
+    _check_grid(attentions, seeds, baseline, jobs, shard)
+    out = check_output_dir(out)
+    _record_grid(out, cfg, attentions, seeds, baseline)
+    cells = [Cell(a, s) for s in seeds for a in attentions]
+    mine = cells_of_shard(cells, shard)
+    if shard is not None:
+        log(f"[compare] shard {shard[0]}/{shard[1]}: {len(mine)} of {len(cells)} cells")
+    failed = run_cells(cfg, mine, out, jobs=jobs, slurm=slurm, progress=progress, log=log)
+    errors = {(c.attention, c.seed): e for c, e in failed.items()}
+    if shard is not None:
+        log(f"[compare] shard done; once every shard is: plugattn compare --summarise --out {out}")
+        return {"rows": [], "failed": errors}
+    return {"rows": summarise(out, attentions, seeds, baseline=baseline, log=log), "failed": errors}
+
+
+def summarise_grid(out: str | Path, *, baseline: str | None = None, log: Log = print) -> list[dict[str, Any]]:
+    """The summary of the grid recorded in ``OUT/grid.json``, from whichever of its runs have finished
+    (the others are listed as missing)."""
+    path = Path(out) / GRID
+    if not path.is_file():
+        raise ValueError(f"--out {str(out)!r} holds no comparison grid ({GRID} is missing)")
+    grid = json.loads(path.read_text())
+    baseline = baseline if baseline is not None else grid.get("baseline")
+    return summarise(out, grid["attentions"], grid["seeds"], baseline=baseline, log=log)
+
+
+def _check_grid(
+    attentions: Sequence[str], seeds: Sequence[int], baseline: str | None, jobs: int, shard
+) -> None:
     if not attentions:
         raise ValueError("attention must name at least one module (use 'none' for the plain backbone)")
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
-    for name, values in (("attention", [str(a).lower() for a in attentions]), ("seeds", list(seeds))):
+    for name, values in (("attention", list(attentions)), ("seeds", list(seeds))):
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             raise ValueError(
                 f"{name} lists {', '.join(repeated)} more than once; each must appear once "
                 "(a repeated run would be counted twice in the mean)"
             )
-    out = check_output_dir(out)
-    for seed in seeds:
-        for attention in attentions:
-            run = run_directory(out, attention, seed)
-            if run.is_done():
-                log(f"[compare] {attention} seed {seed}: done, skipped")
-                continue
-            resume = run.has_started()
-            log(f"[compare] {attention} seed {seed}: {'resuming' if resume else 'training'} in {run.path}")
-            run_cfg = replace(cfg, attention=None if attention == "none" else attention, seed=seed)
-            train(run_cfg, run.path, resume=resume, progress=progress, log=log)
-    return summarise(out, attentions, seeds, log=log)
+    if baseline is not None and baseline.lower() not in attentions:
+        raise ValueError(f"baseline {baseline!r} must be one of the compared modules {list(attentions)}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if shard is not None:
+        k, n = shard
+        if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+            raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
 
 
-def summarise(
-    out: str | Path, attentions: Sequence[str], seeds: Sequence[int], *, log: Log = print
-) -> list[dict[str, Any]]:
-    """Aggregate finished runs into the Markdown/CSV tables and the accuracy-vs-cost plot."""
-    out = Path(out)
-    rows, models, shape, cfg = [], {}, None, None
-    for attention in attentions:
-        runs = [r for r in (run_directory(out, attention, s) for s in seeds) if r.is_done()]
-        if not runs:
-            continue
-        finals = [run.history()[-1]["test_top1"] for run in runs]
-        speeds = [statistics.mean(h["images_per_s"] for h in run.history()) for run in runs]
-        ckpt = runs[0].load()
-        models[attention] = model_from_checkpoint(ckpt).eval()
-        cfg = TrainConfig.from_dict(ckpt["config"])
-        shape = input_shape(ckpt)
-        rows.append(
-            {
-                "attention": attention,
-                "runs": len(finals),
-                "top1_mean": statistics.mean(finals),
-                "top1_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                "train_images_per_s": statistics.mean(speeds),
-                "input": "x".join(map(str, shape)),
-            }
-        )
-    if not rows:
-        raise ValueError(f"no finished run under {str(out)!r} to summarise")
-    # The cost columns: plugattn.bench's measurement of the trained models, side by side, batch 1.
-    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
-    costs = {c["attention"]: c for c in measure(models, x, warmup=2, repeats=10, train=False)}
-    rows = [_with_costs(r, costs[r["attention"]]) for r in rows]
-    title = f"{cfg.model} on {cfg.data}: accuracy against cost ({len(seeds)} seeds, same recipe)"
-    log(write_comparison(out, rows, seeds=seeds, flop_counter=FLOP_COUNTER, title=title))
-    return rows
-
-
-def _with_costs(row: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with the measured costs, in the column order of ``summary.csv``."""
-    return {
-        "attention": row["attention"],
-        "runs": row["runs"],
-        "top1_mean": row["top1_mean"],
-        "top1_std": row["top1_std"],
-        "params": cost["params"],
-        "mflops": cost["mflops"],
-        "mflops_matmul": cost["mflops_matmul"],
-        "latency_ms": cost["forward_ms"],
-        "latency_iqr_ms": cost["forward_iqr_ms"],
-        "train_images_per_s": row["train_images_per_s"],
-        "input": row["input"],
+def _record_grid(
+    out: Path, cfg: TrainConfig, attentions: Sequence[str], seeds: Sequence[int], baseline: str | None
+) -> None:
+    grid = {
+        "attentions": list(attentions),
+        "seeds": list(seeds),
+        "baseline": baseline,
+        "config": cfg.to_dict(),
     }
+    atomic_write(out / GRID, json.dumps(grid, indent=2, default=str))

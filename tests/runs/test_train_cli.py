@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -213,9 +214,11 @@ def test_compare_grid_resumes_and_summarises(tmp_path):
     assert first.returncode == 0, first.stderr
     summary = (out / "summary.md").read_text()
     assert "| none |" in summary and "| ham |" in summary and "±" in summary
-    rows = (out / "summary.csv").read_text().splitlines()
-    assert rows[0].startswith("attention,runs,top1_mean,top1_std,params,mflops,mflops_matmul,latency_ms")
-    mflops = {r.split(",")[0]: (float(r.split(",")[5]), float(r.split(",")[6])) for r in rows[1:]}
+    with (out / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {"attention", "runs", "top1_mean", "top1_std", "params", "mflops", "mflops_matmul", "latency_ms",
+            "delta", "p_t", "verdict"} <= set(rows[0])  # fmt: skip
+    mflops = {r["attention"]: (float(r["mflops"]), float(r["mflops_matmul"])) for r in rows}
     # element-wise work is counted: the total exceeds conv + matmul, and HAM adds to both
     assert all(total > mm > 0 for total, mm in mflops.values())
     assert mflops["ham"][0] > mflops["none"][0]
