@@ -39,3 +39,9 @@ def test_documented_class_and_parameter_counts(name):
         assert row[column] == str(count), (name, channels)
     position = {"end": "end", "before_last_conv": "before last conv"}[plugattn.attention_entry(name).position]
     assert row[5] == position
+
+
+def test_the_export_table_has_every_registered_module():
+    text = (DOCS / "export.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| [✓✗]", text, flags=re.M)
+    assert sorted(rows) == plugattn.list_attention()

@@ -216,7 +216,9 @@ def _window_pool(x: torch.Tensor, window_size: int, mode: str) -> torch.Tensor:
 
     Under ``torch.export`` (and so ONNX) the sizes are symbolic and a pooling kernel must be a
     number, which would bake in the window of the size the model was traced at; there the same
-    pooling is written as indexing + reshape + reduce, one graph for every input size.
+    pooling is written as indexing + reshape + reduce, so the window follows the input size. (torch
+    2.13 still records whether each pooled side is 1, which limits a saved ``torch.export`` program
+    with dynamic sizes to that regime; the ONNX graph has no such check: docs/export.md.)
     """
     h, w = x.shape[2:]
     if not isinstance(h, torch.SymInt) and not isinstance(w, torch.SymInt):
