@@ -127,7 +127,7 @@ def _slurm(args: argparse.Namespace):
         if getattr(args, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
     return SlurmOptions(
-        cluster="local" if args.launcher == "local" else None,
+        cluster=args.launcher,
         partition=args.partition,
         gpus_per_job=args.gpus_per_job,
         cpus_per_job=args.cpus_per_job,

@@ -17,7 +17,7 @@ from typing import Any
 from plugattn._files import atomic_write
 from plugattn.engine.config import TrainConfig
 from plugattn.runs.directory import check_output_dir
-from plugattn.runs.launch import Cell, SlurmOptions, cells_of_shard, run_cells
+from plugattn.runs.launch import Cell, SlurmOptions, cells_of_shard, check_engine, run_cells
 from plugattn.runs.summary import summarise
 
 __all__ = ["GRID", "compare", "summarise", "summarise_grid"]
@@ -52,6 +52,7 @@ def compare(
     """
     attentions = [str(a).lower() for a in attentions]
     _check_grid(attentions, seeds, baseline, jobs, shard)
+    check_engine(slurm)
     out = check_output_dir(out)
     _record_grid(out, cfg, attentions, seeds, baseline)
     cells = [Cell(a, s) for s in seeds for a in attentions]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from plugattn.engine.config import TrainConfig
 from plugattn.runs.fit import train
 from plugattn.runs.summary import FAILED, cell_directory
 
-__all__ = ["Cell", "SlurmOptions", "cells_of_shard", "run_cell", "run_cells"]
+__all__ = ["Cell", "SlurmOptions", "cells_of_shard", "check_engine", "run_cell", "run_cells"]
 
 Log = Callable[[str], object]
 
@@ -44,11 +45,28 @@ class Cell:
 class SlurmOptions:
     """What a submitit job asks of the cluster (``cluster="local"``: submitit's local executor)."""
 
-    cluster: str | None = None  # None: submitit's choice (Slurm where sbatch exists); or "local"
+    cluster: str = "slurm"  # or "local": submitit's local executor (never a silent fallback)
     partition: str | None = None
     gpus_per_job: int = 0
     cpus_per_job: int = 2
     timeout_min: int = 60 * 24
+
+
+def check_engine(slurm: SlurmOptions | None) -> None:
+    """Fail before anything is written when the engine asked for is not there."""
+    if slurm is None:
+        return
+    if slurm.cluster not in ("slurm", "local"):
+        raise ValueError(f"launcher must be 'slurm' or 'local', got {slurm.cluster!r}")
+    try:
+        import submitit  # noqa: F401
+    except ImportError as err:
+        raise ImportError("--launcher needs submitit: pip install 'plugattn[cluster]'") from err
+    if slurm.cluster == "slurm" and shutil.which("srun") is None:
+        raise ValueError(
+            "--launcher slurm: no Slurm here (srun is not on PATH); use --launcher local to try the grid "
+            "on this machine, or --jobs N"
+        )
 
 
 def cells_of_shard(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
@@ -150,10 +168,8 @@ def _claim_slot(slots: Any, gpus: int) -> None:
 def _submitit(
     cfg: TrainConfig, cells: Sequence[Cell], out: Path, options: SlurmOptions, log: Log
 ) -> dict[Cell, str]:
-    try:
-        import submitit
-    except ImportError as err:
-        raise ImportError("--launcher needs submitit: pip install 'plugattn[cluster]'") from err
+    import submitit
+
     executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=options.cluster)
     params: dict[str, Any] = {"timeout_min": options.timeout_min, "cpus_per_task": options.cpus_per_job,
                               "name": f"plugattn-{out.name}"}  # fmt: skip

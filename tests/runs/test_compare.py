@@ -174,3 +174,37 @@ def test_grid_arguments_are_checked_before_any_run(tmp_path):
     assert not (tmp_path / "g").exists()
     with pytest.raises(ValueError, match=r"holds no comparison grid"):
         summarise_grid(tmp_path)
+
+
+def test_slurm_without_slurm_is_a_clear_error(tmp_path):
+    pytest.importorskip("submitit")
+    if __import__("shutil").which("srun"):
+        pytest.skip("this machine has Slurm")
+    from plugattn.runs.launch import SlurmOptions
+
+    with pytest.raises(ValueError, match=r"--launcher slurm: no Slurm here .*use --launcher local"):
+        compare(resolve_config(overrides=TINY), ["none"], [0], tmp_path / "g", slurm=SlurmOptions(),
+                progress=False, log=quiet)  # fmt: skip
+    assert not (tmp_path / "g").exists()
+
+
+def test_each_local_process_sees_one_gpu(monkeypatch):
+    """--jobs on a machine with GPUs: worker k sees GPU k mod count (the GPUs faked: only the slot and
+    the environment variable are at stake)."""
+    import queue
+
+    from plugattn.runs import launch
+
+    slots = queue.Queue()
+    for k in range(3):
+        slots.put(k)
+    seen = []
+    for _ in range(3):
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        launch._claim_slot(slots, 2)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["0", "1", "0"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    slots.put(0)
+    launch._claim_slot(slots, 0)  # no GPUs: the environment is left alone
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
