@@ -57,9 +57,10 @@ def test_export_cli_onnx_dynamic_size_matches_the_model(run, tmp_path, capsys):
         torch.testing.assert_close(onnx_logits(out, x), model(x), rtol=1e-4, atol=1e-4)
 
 
-# SCSA under torch.export with a dynamic height/width: torch 2.13 guards the pooled map's size (1 or
-# not) at trace time, so the program refuses other sizes (docs/export.md); a dynamic batch is fine.
-@pytest.mark.parametrize(("suffix", "dynamic"), [(".pt2", "--dynamic-batch"), (".ts", "--dynamic-size")])
+# SCSA trained at 16x16 has maps smaller than its 7x7 window in the last stages: torch.export guards the
+# pooled size and a TorchScript trace bakes the window in, so with a dynamic height/width both are
+# right only within the traced regime (docs/export.md); a dynamic batch is always fine.
+@pytest.mark.parametrize(("suffix", "dynamic"), [(".pt2", "--dynamic-batch"), (".ts", "--dynamic-batch")])
 def test_export_cli_torch_formats(run, tmp_path, capsys, suffix, dynamic):
     out = tmp_path / f"model{suffix}"
     assert cli.main(["export", "--checkpoint", str(run), "--out", str(out), dynamic]) == 0
@@ -78,17 +79,19 @@ def test_a_failed_check_writes_nothing_and_exits_non_zero(run, tmp_path, capsys)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
-def test_an_export_that_refuses_a_promised_shape_is_a_failed_check(run, tmp_path, capsys):
-    """Whatever torch.export makes of SCSA at other sizes, the user gets exit 0 with a checked file, or
-    exit 1 with one line saying which shape failed and no file: never a traceback or an unchecked file."""
-    out = tmp_path / "model.pt2"
+@pytest.mark.parametrize("suffix", [".pt2", ".ts"])
+def test_an_export_wrong_at_a_promised_size_is_a_failed_check(run, tmp_path, capsys, suffix):
+    """Whatever torch.export or a trace makes of SCSA at other sizes, the user gets exit 0 with a checked
+    file, or exit 1 with one line saying what failed and no file: never a traceback or an unchecked file."""
+    out = tmp_path / f"model{suffix}"
     code = cli.main(["export", "--checkpoint", str(run), "--out", str(out), "--dynamic-size"])
     err = capsys.readouterr().err.strip()
     if code == 0:
         assert out.is_file() and err == ""
     else:
         assert code == 1 and len(err.splitlines()) == 1, err
-        assert re.search(r"fails on an input of shape \[1, 3, \d+, \d+\].*nothing was written", err), err
+        assert re.search(r"(fails on an input of shape \[1, 3, \d+, \d+\]|differs from the eager model by)"
+                         r".*nothing was written", err), err  # fmt: skip
         assert list(tmp_path.iterdir()) == []
 
 
