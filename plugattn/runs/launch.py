@@ -125,8 +125,9 @@ def run_cells(
     else:
         errors = {}
         for c in todo:
-            path = cell_directory(out, c.attention, c.seed).path
-            log(f"[compare] {c.attention} seed {c.seed}: training in {path}")
+            run = cell_directory(out, c.attention, c.seed)
+            verb = "resuming" if run.has_started() else "training"
+            log(f"[compare] {c.attention} seed {c.seed}: {verb} in {run.path}")
             error = run_cell(cfg.to_dict(), c, str(out), progress, log)
             if error:
                 errors[c] = error

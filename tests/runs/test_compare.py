@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -133,6 +134,27 @@ def test_submitit_local_executor_gives_the_same_answer(sequential, tmp_path):
     compare(resolve_config(overrides=TINY), MODULES, SEEDS, out, slurm=slurm, progress=False, log=quiet)
     assert answer(out) == answer(sequential)
     assert any((out / ".submitit").rglob("*_result.pkl"))  # the cells really ran as submitit jobs
+
+
+def test_an_interrupted_cell_resumes_exactly(tmp_path):
+    """A cell stopped after one of two epochs (a killed job) is resumed by the next compare, and ends
+    where an uninterrupted run of that cell ends."""
+    from plugattn.runs import train
+    from plugattn.runs.summary import cell_directory
+
+    cfg = resolve_config(overrides={**TINY, "epochs": 2})
+    out = tmp_path / "grid"
+    cell = cell_directory(out, "ham", 0)
+    train(replace(cfg, attention="ham", seed=0), cell.path, stop_after=1, progress=False, log=quiet)
+    assert not cell.is_done()
+    lines = []
+    compare(cfg, ["ham"], [0], out, progress=False, log=lines.append)
+    assert any("ham seed 0: resuming" in line for line in lines)
+    straight = tmp_path / "straight"
+    train(replace(cfg, attention="ham", seed=0), straight, progress=False, log=quiet)
+    last = json.loads((straight / "metrics.jsonl").read_text().splitlines()[-1])
+    assert cell.history()[-1]["test_top1"] == last["test_top1"]
+    assert cell.history()[-1]["train_loss"] == pytest.approx(last["train_loss"], rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------- failures
