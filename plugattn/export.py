@@ -99,11 +99,9 @@ def export_checkpoint(
     """Export the model of a plugattn run (``DIR`` or ``DIR/last.pt``) at the image size it was trained
     on; ``options`` as :func:`export_model`."""
     from plugattn.engine.checkpoint import load_checkpoint
-    from plugattn.runs.directory import RunDirectory
-    from plugattn.runs.evaluate import input_shape, model_from_checkpoint
+    from plugattn.runs.evaluate import checkpoint_file, input_shape, model_from_checkpoint
 
-    path = Path(checkpoint)
-    ckpt = load_checkpoint(path / RunDirectory.CHECKPOINT if path.is_dir() else path)
+    ckpt = load_checkpoint(checkpoint_file(checkpoint))
     check_int("batch", batch, minimum=1)
     return export_model(model_from_checkpoint(ckpt), (batch, *input_shape(ckpt)), out, **options)
 

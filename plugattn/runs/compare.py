@@ -18,7 +18,7 @@ from plugattn._files import atomic_write
 from plugattn.engine.config import TrainConfig
 from plugattn.runs.directory import check_output_dir
 from plugattn.runs.launch import Cell, SlurmOptions, cells_of_shard, check_engine, run_cells
-from plugattn.runs.summary import summarise
+from plugattn.runs.summary import resolve_baseline, summarise
 
 __all__ = ["GRID", "compare", "summarise", "summarise_grid"]
 
@@ -51,7 +51,8 @@ def compare(
     Returns ``{"rows": ..., "failed": {(attention, seed): error}}``; ``rows`` is empty for a shard.
     """
     attentions = [str(a).lower() for a in attentions]
-    _check_grid(attentions, seeds, baseline, jobs, shard)
+    _check_grid(attentions, seeds, jobs, shard)
+    baseline = resolve_baseline(attentions, baseline)
     check_engine(slurm)
     out = check_output_dir(out)
     _record_grid(out, cfg, attentions, seeds, baseline)
@@ -78,9 +79,7 @@ def summarise_grid(out: str | Path, *, baseline: str | None = None, log: Log = p
     return summarise(out, grid["attentions"], grid["seeds"], baseline=baseline, log=log)
 
 
-def _check_grid(
-    attentions: Sequence[str], seeds: Sequence[int], baseline: str | None, jobs: int, shard
-) -> None:
+def _check_grid(attentions: Sequence[str], seeds: Sequence[int], jobs: int, shard) -> None:
     if not attentions:
         raise ValueError("attention must name at least one module (use 'none' for the plain backbone)")
     if not seeds:
@@ -92,8 +91,6 @@ def _check_grid(
                 f"{name} lists {', '.join(repeated)} more than once; each must appear once "
                 "(a repeated run would be counted twice in the mean)"
             )
-    if baseline is not None and baseline.lower() not in attentions:
-        raise ValueError(f"baseline {baseline!r} must be one of the compared modules {list(attentions)}")
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if shard is not None:

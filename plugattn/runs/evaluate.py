@@ -17,12 +17,12 @@ from plugattn.report import write_evaluation
 from plugattn.runs.build import build_model, check_same_classes
 from plugattn.runs.directory import RunDirectory, check_output_dir
 
-__all__ = ["evaluate_checkpoint", "input_shape", "load_model", "model_from_checkpoint"]
+__all__ = ["checkpoint_file", "evaluate_checkpoint", "input_shape", "load_model", "model_from_checkpoint"]
 
 
 def load_model(checkpoint: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a plugattn checkpoint (``DIR/last.pt`` or the ``DIR``), in eval mode."""
-    model = model_from_checkpoint(load_checkpoint(_checkpoint_file(checkpoint)))
+    model = model_from_checkpoint(load_checkpoint(checkpoint_file(checkpoint)))
     return model.to(map_location).eval()
 
 
@@ -53,7 +53,7 @@ def evaluate_checkpoint(
     Writes ``confusion.csv``, ``per_class.csv``, ``eval.json`` and (with matplotlib) ``confusion.png``
     to ``out`` (default: the checkpoint's directory).
     """
-    path = _checkpoint_file(checkpoint)
+    path = checkpoint_file(checkpoint)
     dev = resolve_device(device)
     if out is not None:
         check_output_dir(out)
@@ -96,7 +96,7 @@ def evaluate_checkpoint(
     return result
 
 
-def _checkpoint_file(checkpoint: str | Path) -> Path:
+def checkpoint_file(checkpoint: str | Path) -> Path:
     """A run directory's checkpoint, or the file named."""
     path = Path(checkpoint)
     return path / RunDirectory.CHECKPOINT if path.is_dir() else path

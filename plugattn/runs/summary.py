@@ -22,7 +22,7 @@ from plugattn.runs.directory import RunDirectory
 from plugattn.runs.evaluate import input_shape, model_from_checkpoint
 from plugattn.runs.statistics import estimate, paired_difference, smallest_permutation_p
 
-__all__ = ["FAILED", "cell_directory", "summarise"]
+__all__ = ["FAILED", "cell_directory", "resolve_baseline", "summarise"]
 
 Log = Callable[[str], object]
 FAILED = "failed.txt"  # in a cell's directory: the error that stopped it, one line
@@ -47,13 +47,14 @@ def summarise(
     otherwise no differences are computed unless one is named).
     """
     out = Path(out)
-    baseline = _baseline(attentions, baseline)
+    baseline = resolve_baseline(attentions, baseline)
     finals, rows, models = {}, [], {}
     for attention in attentions:
         runs = {s: r for s in seeds if (r := cell_directory(out, attention, s)).is_done()}
         if runs:
-            finals[attention] = {s: r.history()[-1]["test_top1"] for s, r in runs.items()}
-            rows.append(_accuracy_row(attention, runs))
+            histories = {s: r.history() for s, r in runs.items()}
+            finals[attention] = {s: h[-1]["test_top1"] for s, h in histories.items()}
+            rows.append(_accuracy_row(attention, list(histories.values())))
             models[attention] = runs[min(runs)].load()
     if not rows:
         raise ValueError(f"no finished run under {str(out)!r} to summarise")
@@ -78,16 +79,16 @@ def summarise(
     return rows
 
 
-def _baseline(attentions: Sequence[str], baseline: str | None) -> str | None:
+def resolve_baseline(attentions: Sequence[str], baseline: str | None) -> str | None:
+    """The module the others are compared with: ``baseline`` (any case), else ``"none"`` when listed."""
     if baseline is None:
         return "none" if "none" in attentions else None
-    if baseline not in attentions:
-        raise ValueError(f"baseline {baseline!r} is not in the grid's attention list {list(attentions)}")
-    return baseline
+    if baseline.lower() not in attentions:
+        raise ValueError(f"baseline {baseline!r} must be one of the compared modules {list(attentions)}")
+    return baseline.lower()
 
 
-def _accuracy_row(attention: str, runs: dict[int, RunDirectory]) -> dict[str, Any]:
-    histories = [r.history() for r in runs.values()]
+def _accuracy_row(attention: str, histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
     final = estimate([h[-1]["test_top1"] for h in histories])
     best = [max(m["test_top1"] for m in h if "test_top1" in m) for h in histories]
     speeds = [statistics.mean(m["images_per_s"] for m in h) for h in histories]

@@ -76,11 +76,9 @@ def visualise(
 def _load(path: str | Path) -> dict[str, Any]:
     from plugattn.engine.checkpoint import load_checkpoint
     from plugattn.engine.config import TrainConfig
-    from plugattn.runs.directory import RunDirectory
-    from plugattn.runs.evaluate import input_shape, model_from_checkpoint
+    from plugattn.runs.evaluate import checkpoint_file, input_shape, model_from_checkpoint
 
-    path = Path(path)
-    ckpt = load_checkpoint(path / RunDirectory.CHECKPOINT if path.is_dir() else path)
+    ckpt = load_checkpoint(checkpoint_file(path))
     cfg = TrainConfig.from_dict(ckpt["config"])
     title = f"{cfg.model} + {cfg.attention or 'no attention'}"
     tag = f"{cfg.model}-{cfg.attention or 'none'}"
