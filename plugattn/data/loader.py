@@ -1,4 +1,5 @@
-"""Loaders: seeded, sharded, resumable batches of ``(x float32 (B, C, H, W), y int64 (B,))``.
+"""Loaders: seeded, sharded, resumable batches of ``(x float32 (B, C, H, W), y int64 (B,))`` for images, or
+``(x float32 (B, C, L), y int64 (B,))`` for signals.
 
 The batches of epoch ``e`` depend only on ``(seed, e)`` (and the rank): the order comes from a
 ``torch.Generator`` seeded from them, augmentation from another, and global RNG state is neither read nor
@@ -28,13 +29,16 @@ from torch.utils.data import Dataset as TorchDataset
 
 from plugattn._checks import check_int
 from plugattn.data._seed import derive_seed
-from plugattn.data.records import ArrayDataset, FolderDataset
-from plugattn.data.transforms import BatchAugment, RandomResizedCropFlip, ResizeCenterCrop
+from plugattn.data.records import ArrayDataset, FolderDataset, SignalDataset
+from plugattn.data.transforms import BatchAugment, RandomResizedCropFlip, ResizeCenterCrop, SignalAugment
 
 __all__ = ["Loader", "create_loader", "shard_indices"]
 
 _ARRAY_KEYS = ("pad", "flip", "mean", "std")
 _FOLDER_KEYS = ("size", "resize", "scale", "ratio", "flip", "mean", "std")
+_SIGNAL_KEYS = ("shift", "noise")
+
+Dataset = ArrayDataset | FolderDataset | SignalDataset
 
 
 def shard_indices(
@@ -69,7 +73,7 @@ class Loader:
 
     def __init__(
         self,
-        dataset: ArrayDataset | FolderDataset,
+        dataset: Dataset,
         *,
         batch_size: int,
         train: bool,
@@ -77,7 +81,7 @@ class Loader:
         rank: int,
         world_size: int,
         drop_last: bool,
-        batch_transform: BatchAugment,
+        batch_transform: BatchAugment | SignalAugment,
         sample_transform: Callable[[Any, int], torch.Tensor] | None = None,
         num_workers: int = 0,
     ) -> None:
@@ -88,7 +92,8 @@ class Loader:
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
-        self.batch_transform = batch_transform  # uint8 batch -> float32, normalised (and augmented)
+        # images: uint8 batch -> float32, normalised (and augmented); signals: float32 -> float32 (augmented)
+        self.batch_transform = batch_transform
         self.sample_transform = sample_transform  # image folders: (PIL image, seed) -> uint8 (3, S, S)
         self.num_workers = num_workers
         self.epoch = 0
@@ -123,15 +128,18 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if isinstance(self.dataset, ArrayDataset):
-            return self._iter_array()
+            return self._iter_tensor(self.dataset.images)
+        if isinstance(self.dataset, SignalDataset):
+            return self._iter_tensor(self.dataset.signals)
         return self._iter_folder()
 
-    def _iter_array(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _iter_tensor(self, samples: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of ``samples``: uint8 images ``(N, C, H, W)`` or float32 signals ``(N, C, L)``."""
         indices, _ = self._shard()
         generator = torch.Generator().manual_seed(derive_seed("augment", self.seed, self.epoch, self.rank))
         for b in range(len(self)):
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]  # (B,)
-            x = self.batch_transform(self.dataset.images[idx], generator)  # (B, C, H, W) float32
+            x = self.batch_transform(samples[idx], generator)  # (B, C, H, W) or (B, C, L), float32
             yield x, self.dataset.labels[idx]
 
     def _iter_folder(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -181,7 +189,7 @@ def _check_augment(augment: dict[str, Any] | None, allowed: tuple[str, ...], kin
 
 
 def create_loader(
-    dataset: ArrayDataset | FolderDataset,
+    dataset: Dataset,
     *,
     batch_size: int,
     train: bool,
@@ -195,8 +203,9 @@ def create_loader(
     """A :class:`Loader` over ``dataset`` for one rank.
 
     Args:
-        dataset: an :class:`ArrayDataset` (batches sliced from memory, augmented as whole tensors) or a
-            :class:`FolderDataset` (decoded with Pillow by ``num_workers`` worker processes).
+        dataset: an :class:`ArrayDataset` (batches sliced from memory, augmented as whole tensors), a
+            :class:`FolderDataset` (decoded with Pillow by ``num_workers`` worker processes) or a
+            :class:`SignalDataset` (float32 ``(B, C, L)`` batches sliced from memory, already standardised).
         batch_size: samples per batch on this rank.
         train: shuffle, pad shards to equal size and augment (True), or visit each sample once in order
             with the evaluation transform (False).
@@ -206,12 +215,14 @@ def create_loader(
             (output pixels, default 224), ``resize`` (shorter side before the evaluation centre crop,
             default 256), ``scale`` (RandomResizedCrop area range, default (0.08, 1)), ``ratio`` (default
             (3/4, 4/3)), ``flip`` (default False). Both: ``mean`` and ``std`` to override the dataset's.
+            Signals: ``shift`` (largest random time shift in samples, zero fill, default 0) and ``noise``
+            (Gaussian noise std in standardised units, default 0); see :class:`SignalAugment`.
             ``None``: no augmentation (image folders are then resized and centre-cropped in training too);
             a dict, even empty, turns RandomResizedCrop on for image-folder training.
         rank: this process's rank, in ``[0, world_size)``.
         world_size: number of processes sharing the epoch.
         num_workers: decoding processes for image folders (0: decode in this process); unused for
-            in-memory data, which needs none.
+            in-memory images and signals, which need none.
         drop_last: drop the last, smaller batch; default True in training (no tiny last batch for
             BatchNorm), False in evaluation, where True is refused because it would skip samples.
     """
@@ -248,7 +259,7 @@ def create_loader(
 
 
 def _check_loader_args(
-    dataset: ArrayDataset | FolderDataset,
+    dataset: Dataset,
     *,
     batch_size: int,
     train: bool,
@@ -259,8 +270,10 @@ def _check_loader_args(
     drop_last: bool | None,
 ) -> bool:
     """:func:`create_loader`'s arguments checked; returns ``drop_last`` resolved."""
-    if not isinstance(dataset, (ArrayDataset, FolderDataset)):
-        raise ValueError(f"dataset must be an ArrayDataset or FolderDataset, got {type(dataset).__name__}")
+    if not isinstance(dataset, (ArrayDataset, FolderDataset, SignalDataset)):
+        raise ValueError(
+            f"dataset must be an ArrayDataset, FolderDataset or SignalDataset, got {type(dataset).__name__}"
+        )
     check_int("batch_size", batch_size, minimum=1)
     check_int("seed", seed, minimum=0)
     check_int("world_size", world_size, minimum=1)
@@ -281,9 +294,12 @@ def _check_loader_args(
     return drop_last
 
 
-def _transforms(dataset: ArrayDataset | FolderDataset, augment: dict[str, Any] | None, train: bool):
-    """The batch transform (augmentation of in-memory batches, normalisation) and the per-image
+def _transforms(dataset: Dataset, augment: dict[str, Any] | None, train: bool):
+    """The batch transform (augmentation of in-memory batches, normalisation of images) and the per-image
     transform of image folders (``None`` for in-memory data)."""
+    if isinstance(dataset, SignalDataset):
+        aug = _check_augment(augment, _SIGNAL_KEYS, "signal datasets")
+        return SignalAugment(**(aug if train else {})), None
     if isinstance(dataset, ArrayDataset):
         aug = _check_augment(augment, _ARRAY_KEYS, "in-memory datasets")
         stats = {"mean": aug.pop("mean", dataset.mean), "std": aug.pop("std", dataset.std)}

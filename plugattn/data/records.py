@@ -1,9 +1,11 @@
-"""What every reader returns: an in-memory :class:`ArrayDataset` or a lazily decoded :class:`FolderDataset`,
-and the errors a reader raises (each naming the file and what is wrong).
+"""What every reader returns: an in-memory :class:`ArrayDataset` or a lazily decoded :class:`FolderDataset`
+of images, a :class:`SignalDataset` of multichannel time series, and the errors a reader raises (each
+naming the file and what is wrong).
 
 In-memory datasets (Fashion-MNIST, CIFAR-10/100, STL-10, synthetic) hold one uint8 tensor of images and one
 int64 tensor of labels, so the loader slices batches and augments them as whole tensors. Image folders
-hold paths, decoded with Pillow in a worker pool.
+hold paths, decoded with Pillow in a worker pool. Signal datasets (EEG, UEA/UCR ``.ts`` sets) hold one
+float32 tensor of already standardised trials ``(N, C, L)``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "FolderDataset",
+    "SignalDataset",
     "check_label_range",
 ]
 
@@ -170,6 +173,97 @@ class FolderDataset:
     def image_size(self) -> None:
         """Images differ in size; the transform fixes it."""
         return None
+
+
+@dataclass
+class SignalDataset:
+    """A labelled set of multichannel time series (e.g. EEG trials) held in memory, already standardised.
+
+    Unlike :class:`ArrayDataset`, the loader does not normalise these: ``mean`` and ``std`` record the
+    per-channel statistics (in the recording's own units) that were already subtracted and divided out.
+
+    Args:
+        signals: float32 tensor ``(N, C, L)``: ``N`` trials, ``C`` channels (electrodes), ``L`` time points.
+        labels: int64 tensor ``(N,)``, each in ``[0, len(classes))``.
+        classes: class names; ``classes[k]`` is the name of label ``k``.
+        name: registry name of the dataset (e.g. ``"eeg-blink"``).
+        split: which split this is (``"train"`` or ``"test"``).
+        sampling_rate: samples per second (Hz), or None where unknown.
+        mean: per-channel mean that was subtracted (raw units; empty if none was), ``C`` values.
+        std: per-channel standard deviation that was divided out (raw units; empty if none was).
+    """
+
+    signals: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str = ""
+    split: str = ""
+    sampling_rate: float | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.signals, torch.Tensor) or self.signals.dtype != torch.float32:
+            raise ValueError(f"signals must be a float32 tensor (N, C, L), got {_describe(self.signals)}")
+        if self.signals.dim() != 3:
+            raise ValueError(f"signals must be a float32 tensor (N, C, L), got {_describe(self.signals)}")
+        labels = self.labels
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+            raise ValueError(f"labels must be an int64 tensor (N,), got {_describe(self.labels)}")
+        if len(self.labels) != len(self.signals):
+            raise ValueError(f"{len(self.signals)} signals but {len(self.labels)} labels")
+        if self.sampling_rate is not None:
+            rate = self.sampling_rate
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+                raise ValueError(f"sampling_rate must be a positive number of Hz or None, got {rate!r}")
+            self.sampling_rate = float(rate)
+        for stat in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, stat))
+            if values and len(values) != self.in_chans:
+                raise ValueError(
+                    f"{stat} needs one value per channel ({self.in_chans}) or none, got {getattr(self, stat)}"
+                )
+            setattr(self, stat, values)
+        check_label_range(self.labels, len(self.classes), f"{self.name} {self.split}".strip() or "labels")
+
+    def __len__(self) -> int:
+        return self.signals.shape[0]
+
+    def __repr__(self) -> str:
+        rate = "unknown" if self.sampling_rate is None else f"{self.sampling_rate:g} Hz"
+        return (
+            f"SignalDataset(name={self.name!r}, split={self.split!r}, signals={tuple(self.signals.shape)}, "
+            f"num_classes={self.num_classes}, sampling_rate={rate})"
+        )
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """One ``(signal float32 (C, L), label)`` pair."""
+        return self.signals[index], int(self.labels[index])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        """``C``: the channels (electrodes)."""
+        return self.signals.shape[1]
+
+    @property
+    def signal_length(self) -> int:
+        """``L``: time points per trial."""
+        return self.signals.shape[2]
+
+    @property
+    def image_size(self) -> None:
+        """Signals are not images."""
+        return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def _require_pillow() -> Any:

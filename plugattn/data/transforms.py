@@ -1,4 +1,5 @@
-"""Augmentation: whole-batch tensor ops for in-memory data, per-image Pillow ops for image folders.
+"""Augmentation: whole-batch tensor ops for in-memory images and signals, per-image Pillow ops for image
+folders.
 
 All randomness comes from what the caller passes — a ``torch.Generator`` for batches, an integer seed per
 image for folders — never from global RNG state, so a run resumed at an epoch boundary sees exactly the
@@ -17,7 +18,7 @@ import torch
 
 from plugattn._checks import check_float, check_int
 
-__all__ = ["BatchAugment", "RandomResizedCropFlip", "ResizeCenterCrop", "normalize"]
+__all__ = ["BatchAugment", "RandomResizedCropFlip", "ResizeCenterCrop", "SignalAugment", "normalize"]
 
 
 def _stats_tensor(name: str, values: Sequence[float]) -> torch.Tensor:
@@ -137,6 +138,58 @@ class BatchAugment:
         mean = tuple(round(v, 4) for v in self.mean.tolist())
         std = tuple(round(v, 4) for v in self.std.tolist())
         return f"BatchAugment(pad={self.pad}, flip={self.flip}, mean={mean}, std={std})"
+
+
+class SignalAugment:
+    """Random time shift and Gaussian noise on a whole float32 batch of standardised signals at once.
+
+    The shift moves each trial by ``s`` samples, ``s`` drawn uniformly from ``[-shift, shift]`` per trial,
+    filling the samples it uncovers with zeros (the channel mean, after standardisation):
+    ``out[b, c, t] = x[b, c, t - s[b]]`` where ``0 <= t - s[b] < L``, else 0. The noise adds
+    ``noise * N(0, 1)`` to every value, in standardised units (so ``noise=0.1`` is a tenth of a channel's
+    standard deviation). Shifts are drawn first, then noise, each only when enabled. With ``shift=0`` and
+    ``noise=0`` (the default, and the evaluation transform) the batch passes through unchanged.
+
+    Args:
+        shift: largest time shift in samples (default 0: none).
+        noise: standard deviation of the added Gaussian noise, standardised units (default 0: none).
+    """
+
+    def __init__(self, shift: int = 0, noise: float = 0.0) -> None:
+        self.shift = check_int("shift", shift, minimum=0)
+        self.noise = check_float("noise", noise, low=0.0)
+
+    @property
+    def random(self) -> bool:
+        """Whether the transform draws random numbers (and so needs a generator)."""
+        return self.shift > 0 or self.noise > 0
+
+    def __call__(self, signals: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment a batch: float32 ``(B, C, L)`` → float32 ``(B, C, L)`` (a new tensor when augmented)."""
+        if signals.dtype != torch.float32 or signals.dim() != 3:
+            raise ValueError(
+                f"signals must be a float32 tensor (B, C, L), got {signals.dtype} {tuple(signals.shape)}"
+            )
+        if not self.random:
+            return signals
+        if generator is None:
+            raise ValueError(
+                "generator is required when shift > 0 or noise > 0 (randomness comes only from it)"
+            )
+        b, c, length = signals.shape
+        if self.shift > 0:
+            s = self.shift
+            offsets = torch.randint(-s, s + 1, (b, 1, 1), generator=generator)  # (B, 1, 1)
+            padded = torch.nn.functional.pad(signals, (s, s))  # (B, C, L + 2s), zeros either side
+            index = torch.arange(length).view(1, 1, length) + s - offsets  # (B, 1, L), in [0, L + 2s)
+            signals = padded.gather(2, index.expand(b, c, length))  # (B, C, L)
+        if self.noise > 0:
+            noise = torch.randn(signals.shape, generator=generator, dtype=signals.dtype)  # (B, C, L)
+            signals = signals + self.noise * noise
+        return signals
+
+    def __repr__(self) -> str:
+        return f"SignalAugment(shift={self.shift}, noise={self.noise})"
 
 
 # --------------------------------------------------------------------------------------------------------

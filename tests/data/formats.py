@@ -163,3 +163,32 @@ def tar_gz_bytes(files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def ts_text(values: np.ndarray, labels: list[str], classes: list[str], problem: str = "Toy") -> str:
+    """A UEA/UCR .ts file of ``values (N, C, L)``: header, @data, then 'v,v,...:v,v,...:label' per case."""
+    header = [
+        f"# {problem}, written by the tests",
+        f"@problemName {problem}",
+        "@timeStamps false",
+        "@missing false",
+        f"@univariate {'true' if values.shape[1] == 1 else 'false'}",
+        f"@dimensions {values.shape[1]}",
+        "@equalLength true",
+        f"@seriesLength {values.shape[2]}",
+        f"@classLabel true {' '.join(classes)}",
+        "@data",
+    ]
+    cases = [
+        ":".join(",".join(repr(float(v)) for v in dim) for dim in case) + f":{label}"
+        for case, label in zip(values, labels, strict=True)
+    ]
+    return "\n".join(header + cases) + "\n"
+
+
+def write_ts_pair(directory: Path, problem: str, train: tuple, test: tuple, classes: list[str]) -> None:
+    """``<problem>_TRAIN.ts`` and ``<problem>_TEST.ts`` in ``directory``; ``train``/``test`` are
+    ``(values (N, C, L), labels as class names)``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, (values, labels) in (("TRAIN", train), ("TEST", test)):
+        (directory / f"{problem}_{split}.ts").write_text(ts_text(values, labels, classes, problem))

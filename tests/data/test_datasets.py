@@ -22,12 +22,24 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # ---------------------------------------------------------------------------------------- registry
 def test_list_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "fashion-mnist", "imagefolder", "stl10", "synthetic"]
+    assert list_datasets() == [
+        "cifar10",
+        "cifar100",
+        "eeg-blink",
+        "eeg-scp1",
+        "fashion-mnist",
+        "imagefolder",
+        "stl10",
+        "synthetic",
+        "ts",
+    ]
 
 
 def test_unknown_name_lists_known_ones():
     with pytest.raises(
-        ValueError, match=r"dataset must be one of cifar10, cifar100, fashion-mnist, .*; got 'mnist'"
+        ValueError,
+        match=r"dataset must be one of cifar10, cifar100, eeg-blink, eeg-scp1, fashion-mnist, .*; "
+        r"got 'mnist'",
     ):
         create_dataset("mnist", "train")
 
