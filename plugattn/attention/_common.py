@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
+from plugattn._dims import SPATIAL_DIMS, batch_norm_nd, check_spatial_dims, conv_nd  # noqa: F401 (re-exported)
 
 
 def default_groups(channels: int, paper: int, *, per_group: int, argument: str) -> int:
@@ -66,18 +67,31 @@ def eca_rule(
     return values["kernel_slope"], values["kernel_offset"]
 
 
+_LAYOUTS = {1: "(B, C, L) sequence", 2: "(B, C, H, W) feature map", 3: "(B, C, D, H, W) volume"}
+
+
+def spatial_axes(x: torch.Tensor) -> tuple[int, ...]:
+    """The spatial axes of a ``(B, C, *spatial)`` tensor: ``(2,)``, ``(2, 3)`` or ``(2, 3, 4)``."""
+    return tuple(range(2, x.dim()))
+
+
 def check_feature_map(module: nn.Module, x: torch.Tensor) -> None:
-    """``x`` is the ``(B, C, H, W)`` map ``module`` was built for: 4-D, with ``module.channels`` channels.
+    """``x`` is the map ``module`` was built for: ``spatial_dims + 2`` axes, with ``module.channels``
+    channels (``module.spatial_dims`` is 2 when the module has no such attribute).
 
     Called first in every module's ``forward``: a wrong width fails here with a message naming the module
     and both widths, not deep inside with an indexing error or, for modules without per-channel
-    parameters (ECA, SimAM, triplet), not at all. Two integer comparisons: free in eager mode and a
-    static guard under ``torch.compile``.
+    parameters (ECA, SimAM, triplet), not at all. Integer comparisons: free in eager mode and a static
+    guard under ``torch.compile``.
     """
-    if x.dim() != 4:
+    dims = getattr(module, "spatial_dims", 2)
+    if x.dim() != dims + 2:
+        hint = ""
+        if x.dim() - 2 in _LAYOUTS:
+            hint = f"; for a {_LAYOUTS[x.dim() - 2]} build it with spatial_dims={x.dim() - 2}"
         raise ValueError(
-            f"{type(module).__name__} expects a (B, C, H, W) feature map; got a {x.dim()}-D tensor of "
-            f"shape {tuple(x.shape)}"
+            f"{type(module).__name__} expects a {_LAYOUTS[dims]}; got a {x.dim()}-D tensor of "
+            f"shape {tuple(x.shape)}{hint}"
         )
     if x.shape[1] != module.channels:
         raise ValueError(
@@ -144,10 +158,11 @@ def make_layer(name: str, layer: LayerFactory) -> nn.Module:
 
 
 class ConvNormGate(nn.Module):
-    """``gate(BN(Conv2d(2, 1, k, no bias)(d)))`` on a two-map descriptor ``d`` of shape ``(B, 2, P, Q)``.
+    """``gate(BN(Conv(2, 1, k, no bias)(d)))`` on a two-map descriptor ``d`` of shape ``(B, 2, *S)``.
 
     The authors' BasicConv as CBAM's spatial gate and triplet attention's branches use it: BatchNorm
-    with eps 1e-5 and momentum 0.01 (torch's default momentum is 0.1). Returns ``(B, 1, P, Q)``.
+    with eps 1e-5 and momentum 0.01 (torch's default momentum is 0.1). Returns ``(B, 1, *S)``; the conv
+    and norm have ``spatial_dims`` axes (2 by default: ``(B, 2, P, Q)``).
     """
 
     def __init__(
@@ -155,13 +170,15 @@ class ConvNormGate(nn.Module):
         kernel_size: int = 7,
         *,
         gate_layer: LayerFactory = nn.Sigmoid,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory)
+        conv, norm = conv_nd(spatial_dims), batch_norm_nd(spatial_dims)
+        self.conv = conv(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
+        self.bn = norm(1, eps=1e-5, momentum=0.01, **factory)
         self.gate = make_layer("gate_layer", gate_layer)
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import LayerFactory, check_feature_map, make_layer, reduced_channels
+from plugattn.attention._common import (
+    LayerFactory,
+    batch_norm_nd,
+    check_feature_map,
+    check_spatial_dims,
+    conv_nd,
+    make_layer,
+    reduced_channels,
+    spatial_axes,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["CoordAtt"]
@@ -42,18 +51,36 @@ class CoordAtt(nn.Module):
         act_layer: class or zero-argument factory of ``δ`` (default ``nn.Hardswish``, the authors'
             ``h_swish``: ``x · ReLU6(x + 3) / 6``).
         gate_layer: class or zero-argument factory of the gate (default ``nn.Sigmoid``).
+        spatial_dims: spatial axes of the input: 1 ``(B, C, L)``, 2 (default) ``(B, C, H, W)``, 3
+            ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
+
+    In 1-D and 3-D: one directional branch per axis of the map, its descriptor the mean over the other
+    axes ``(B, C, S_i)``; the descriptors are concatenated along one sequence for the shared ``conv1``,
+    ``bn1`` and ``δ`` (1×1 conv and BatchNorm of that dimension, the sequence on the first spatial
+    axis, the others of length 1), split, one gate per axis, and ``out = x · Π_i g^i``. ``conv_w``
+    transforms the last axis (W, or a sequence's L), ``conv_h`` every axis before it: a volume's D and
+    H share it, so the keys and the parameter count stay those of 2-D and 2-D weights load after a
+    reshape of the kernels. A sequence is taken as a ``(1, L)`` map: its ``conv_h`` branch pools over
+    L (a per-channel gate from the global mean, ``(B, C, 1)``), its ``conv_w`` branch pools nothing
+    (``(B, C, L)``). (With one branch only, 1-D CA would pool nothing at all — a pointwise gate without
+    context — and leave ``conv_h`` unused.) So the 1-D module equals the 2-D one on ``(B, C, 1, L)``;
+    the 3-D module on a depth-1 volume does not equal the 2-D one: its D branch, pooled over H and W,
+    is a per-channel gate the 2-D module lacks.
 
     Parameters: ``C·m + m`` (``conv1``) ``+ 2·m`` (``bn1``) ``+ 2·(m·C + C)`` (``conv_h``, ``conv_w``);
     state-dict keys equal the authors' (``conv1``, ``bn1``, ``conv_h``, ``conv_w``), so their weights
-    load. Gate: one submodule ``gate`` called twice per forward — ``g^h`` ``(B, C, H, 1)`` first, then
-    ``g^w`` ``(B, C, 1, W)``.
+    load. Gate: one submodule ``gate`` called once per branch, in axis order — ``g^h`` ``(B, C, H, 1)``
+    first, then ``g^w`` ``(B, C, 1, W)`` (3-D: ``(B, C, D, 1, 1)``, ``(B, C, 1, H, 1)``, ``(B, C, 1, 1, W)``;
+    1-D: ``(B, C, 1)``, ``(B, C, L)``).
 
     Differences from the paper:
         * The directional pooling is ``mean`` over one axis instead of the authors'
           ``AdaptiveAvgPool2d((None, 1))``/``((1, None))``: the same values, and it exports to ONNX.
         * BatchNorm and h-swish as in the authors' code (the paper writes ``δ`` for "a non-linear
           activation function" and mentions BN only in its figure).
+        * 1-D and 3-D forms (the paper has images only), as above: D and H share ``conv_h``, and a
+          sequence keeps CA's two branches as a ``(1, L)`` map.
     """
 
     def __init__(
@@ -65,6 +92,7 @@ class CoordAtt(nn.Module):
         min_channels: int = 8,
         act_layer: LayerFactory = nn.Hardswish,
         gate_layer: LayerFactory = nn.Sigmoid,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -72,26 +100,44 @@ class CoordAtt(nn.Module):
         channels = check_int("channels", channels, minimum=1)
         check_int("min_channels", min_channels, minimum=1)
         hidden = reduced_channels(channels, rd_ratio, rd_channels, min_channels=min_channels)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "CoordAtt")
         factory = {"device": device, "dtype": dtype}
+        conv = conv_nd(spatial_dims)
         self.channels = channels
         self.rd_channels = hidden
-        self.conv1 = nn.Conv2d(channels, hidden, 1, bias=True, **factory)
-        self.bn1 = nn.BatchNorm2d(hidden, **factory)
+        self.conv1 = conv(channels, hidden, 1, bias=True, **factory)
+        self.bn1 = batch_norm_nd(spatial_dims)(hidden, **factory)
         self.act = make_layer("act_layer", act_layer)
-        self.conv_h = nn.Conv2d(hidden, channels, 1, bias=True, **factory)
-        self.conv_w = nn.Conv2d(hidden, channels, 1, bias=True, **factory)
+        self.conv_h = conv(hidden, channels, 1, bias=True, **factory)
+        self.conv_w = conv(hidden, channels, 1, bias=True, **factory)
         self.gate = make_layer("gate_layer", gate_layer)
+
+    def _descriptors(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One pooled descriptor per branch, its positions on axis 2: ``(B, C, S_i, 1, ...)``."""
+        if self.spatial_dims == 1:
+            return [x.mean(dim=2, keepdim=True), x]  # (B, C, 1), (B, C, L): a (1, L) map's branches
+        axes = spatial_axes(x)
+        out = []
+        for axis in axes:
+            z = x.mean(dim=tuple(a for a in axes if a != axis), keepdim=True)  # S_i on its own axis
+            out.append(z if axis == 2 else z.transpose(2, axis))  # 2-D: (B, C, H, 1), (B, C, W, 1)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        h, w = x.shape[2], x.shape[3]
-        z_h = x.mean(dim=3, keepdim=True)  # (B, C, H, 1)
-        z_w = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)
-        f = self.act(self.bn1(self.conv1(torch.cat((z_h, z_w), dim=2))))  # (B, m, H + W, 1)
-        f_h, f_w = f.split((h, w), dim=2)  # (B, m, H, 1), (B, m, W, 1)
-        g_h = self.gate(self.conv_h(f_h))  # (B, C, H, 1)
-        g_w = self.gate(self.conv_w(f_w.transpose(2, 3)))  # (B, C, 1, W)
-        return x * g_w * g_h  # the authors' order of products
+        z = self._descriptors(x)
+        f = self.act(self.bn1(self.conv1(torch.cat(z, dim=2))))  # (B, m, H + W, 1) in 2-D
+        parts = f.split([t.shape[2] for t in z], dim=2)  # 2-D: (B, m, H, 1), (B, m, W, 1)
+        gates = []
+        for i, part in enumerate(parts):
+            if self.spatial_dims > 1 and i > 0:
+                part = part.transpose(2, 2 + i)  # back on its own axis: (B, m, 1, W) in 2-D
+            conv = self.conv_w if i == len(parts) - 1 else self.conv_h
+            gates.append(self.gate(conv(part)))  # 2-D: g^h (B, C, H, 1), then g^w (B, C, 1, W)
+        out = x
+        for g in reversed(gates):
+            out = out * g  # x · g^w · g^h, the authors' order of products
+        return out
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, rd_channels={self.rd_channels}"

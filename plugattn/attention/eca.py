@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import LayerFactory, check_feature_map, eca_kernel_size, eca_rule, make_layer
+from plugattn.attention._common import (
+    LayerFactory,
+    check_feature_map,
+    check_spatial_dims,
+    eca_kernel_size,
+    eca_rule,
+    make_layer,
+    spatial_axes,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["ECA"]
@@ -38,7 +46,14 @@ class ECA(nn.Module):
         kernel_slope, kernel_offset: Eq. 12's γ and b (defaults 2 and 1). Their old names ``gamma`` and
             ``b`` still work, with a ``FutureWarning``.
         gate_layer: class or zero-argument factory of the gate (default ``nn.Sigmoid``).
+        spatial_dims: spatial axes of the input: 1 ``(B, C, L)``, 2 (default) ``(B, C, H, W)``, 3
+            ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
+
+    In 1-D and 3-D: (1) averages over every spatial axis (``L``, or ``D, H, W``); the conv of (2) runs
+    across channels, so it is the same ``Conv1d`` in every dimension (same weights), and the gate of (4)
+    is reshaped to ``(B, C, 1)`` or ``(B, C, 1, 1, 1)``. On a map with a length-1 axis it equals the
+    module of one dimension less.
 
     Parameters: ``k``. Submodules ``conv``, ``gate`` (as in the authors' code and timm's ``EcaModule``,
     so their weights load); ``gate`` outputs ``ω`` as ``(B, 1, C)``.
@@ -57,6 +72,7 @@ class ECA(nn.Module):
         kernel_slope: float = 2,
         kernel_offset: float = 1,
         gate_layer: LayerFactory = nn.Sigmoid,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         gamma: float | None = None,
@@ -70,6 +86,7 @@ class ECA(nn.Module):
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, slope, offset)
         check_int("kernel_size", kernel_size, minimum=1, odd=True)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "ECA")
         self.channels = channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(
@@ -79,9 +96,12 @@ class ECA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        y = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C): the channels are the conv's sequence
+        y = x.mean(dim=spatial_axes(x)).unsqueeze(1)  # (B, 1, C): the channels are the conv's sequence
         w = self.gate(self.conv(y))  # (B, 1, C)
-        return x * w.transpose(1, 2).unsqueeze(3)  # (B, C, 1, 1)
+        w = w.transpose(1, 2)  # (B, C, 1)
+        for _ in range(self.spatial_dims - 1):
+            w = w.unsqueeze(-1)  # (B, C, 1, 1) in 2-D, (B, C) + (1,) * d
+        return x * w
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"

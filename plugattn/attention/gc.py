@@ -11,10 +11,23 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import check_feature_map, reduced_channels
+from plugattn.attention._common import check_feature_map, check_spatial_dims, conv_nd, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["GlobalContext"]
+
+
+class _ContextNorm(nn.LayerNorm):
+    """The transform's LayerNorm over ``(C_r, 1, 1)`` applied to a context of any dimension.
+
+    Off 2-D the context is ``(B, C_r, 1)`` or ``(B, C_r, 1, 1, 1)``: it is normalised as the same
+    ``C_r`` values laid out ``(B, C_r, 1, 1)``, so the affine keeps the 2-D shape ``(C_r, 1, 1)`` (2-D
+    weights load as they are, and a 3-D module still converts to ``channels_last_3d``, which a rank-4
+    parameter would refuse).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(x.shape[:2] + (1, 1))).reshape(x.shape)
 
 
 @register_attention("gc", paper="Cao et al., ICCVW 2019, GCNet")
@@ -35,7 +48,15 @@ class GlobalContext(nn.Module):
         rd_ratio: bottleneck ratio r of the transform (default 1/16, the paper's r = 16).
         rd_channels: bottleneck width, overriding ``rd_ratio`` (default ``None``: ``max(1, floor(C·r))``,
             by :func:`plugattn.attention._common.reduced_channels`).
+        spatial_dims: spatial axes of the input: 1 ``(B, C, L)``, 2 (default) ``(B, C, H, W)``, 3
+            ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
+
+    In 1-D and 3-D: ``N`` is every position (``L``, or ``D·H·W``), the 1×1 convs are convs of that
+    dimension (the same numbers in weights of shape ``(·, ·, 1)`` or ``(·, ·, 1, 1, 1)``), the context
+    ``z`` is ``(B, C, 1)`` or ``(B, C, 1, 1, 1)``, and the LayerNorm normalises the same ``C_r`` values,
+    its affine ``(C_r, 1, 1)`` as in 2-D. On a map with a length-1 axis it equals the module of one
+    dimension less.
 
     Parameters: ``(C + 1) + (C·C_r + C_r) + 2·C_r + (C_r·C + C)``; 653 at C=64, 8753 at C=256.
     Gate: ``gate`` is the softmax over positions of (1); it outputs ``(B, 1, N)``. On a 1×1 map it is
@@ -63,6 +84,7 @@ class GlobalContext(nn.Module):
         *,
         rd_ratio: float = 1 / 16,
         rd_channels: int | None = None,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -70,14 +92,16 @@ class GlobalContext(nn.Module):
         channels = check_int("channels", channels, minimum=1)
         self.channels = channels
         self.rd_channels = reduced_channels(channels, rd_ratio, rd_channels)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "GlobalContext")
         factory = {"device": device, "dtype": dtype}
-        self.conv_mask = nn.Conv2d(channels, 1, 1, **factory)
+        conv = conv_nd(spatial_dims)
+        self.conv_mask = conv(channels, 1, 1, **factory)
         self.gate = nn.Softmax(dim=-1)
         self.transform = nn.Sequential(
-            nn.Conv2d(channels, self.rd_channels, 1, **factory),
-            nn.LayerNorm((self.rd_channels, 1, 1), **factory),
+            conv(channels, self.rd_channels, 1, **factory),
+            (nn.LayerNorm if spatial_dims == 2 else _ContextNorm)((self.rd_channels, 1, 1), **factory),
             nn.ReLU(inplace=True),
-            nn.Conv2d(self.rd_channels, channels, 1, **factory),
+            conv(self.rd_channels, channels, 1, **factory),
         )
         self.reset_parameters()
 
@@ -91,11 +115,12 @@ class GlobalContext(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        b, c, h, w = x.shape
-        logits = self.conv_mask(x).reshape(b, 1, h * w)  # (B, 1, N)
+        b, c = x.shape[:2]
+        logits = self.conv_mask(x).flatten(2)  # (B, 1, N)
         alpha = self.gate(logits)  # (B, 1, N), Eq. (1)
-        context = torch.bmm(x.reshape(b, c, h * w), alpha.transpose(1, 2))  # (B, C, 1), Eq. (2)
-        t = self.transform(context.reshape(b, c, 1, 1))  # (B, C, 1, 1), Eq. (3)
+        context = torch.bmm(x.flatten(2), alpha.transpose(1, 2))  # (B, C, 1), Eq. (2)
+        context = context.reshape((b, c) + (1,) * self.spatial_dims)  # (B, C, 1, 1) in 2-D
+        t = self.transform(context)  # (B, C, 1, 1) in 2-D, Eq. (3)
         return x + t  # Eq. (4)
 
     def extra_repr(self) -> str:

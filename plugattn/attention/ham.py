@@ -18,10 +18,27 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule
+from plugattn.attention._common import (
+    batch_norm_nd,
+    check_feature_map,
+    check_spatial_dims,
+    conv_nd,
+    eca_kernel_size,
+    eca_rule,
+    spatial_axes,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["HAM", "HAMChannel", "HAMSpatial", "ham_important_channels"]
+
+_ADAPTIVE_MAX_POOL = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
+# The channels-last layout of a map with this many axes (signals ``(B, C, L)`` have none).
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _per_channel(w: Tensor, x: Tensor) -> Tensor:
+    """Per-channel weights ``w`` ``(B, C)`` as ``(B, C, 1, ...)``, broadcastable against ``x``."""
+    return w[(..., *([None] * (x.dim() - 2)))]
 
 
 def ham_important_channels(channels: int, separation_rate: float) -> int:
@@ -39,7 +56,8 @@ def ham_important_channels(channels: int, separation_rate: float) -> int:
 class HAMChannel(nn.Module):
     """HAM's channel submodule: adaptive avg/max mix, then a fast 1-D conv across channels.
 
-    ``forward`` returns the channel map ``a_c`` of shape ``(B, C)``; the caller rescales the input.
+    ``forward`` takes ``(B, C, *S)`` (``spatial_dims`` axes in ``S``, pooled together) and returns the
+    channel map ``a_c`` of shape ``(B, C)``; the caller rescales the input.
     """
 
     def __init__(
@@ -48,11 +66,13 @@ class HAMChannel(nn.Module):
         *,
         kernel_size: int,
         adaptive: bool = True,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
+        self.spatial_dims = check_spatial_dims(spatial_dims, "HAMChannel")
         self.adaptive = adaptive
         if adaptive:
             # Learnable, unconstrained scalars (the paper says "between 0 and 1" but enforces nothing).
@@ -63,11 +83,11 @@ class HAMChannel(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f_avg = x.mean(dim=(2, 3))  # (B, C)
+        f_avg = x.mean(dim=spatial_axes(x))  # (B, C)
         # The spatial max by max pooling: the same values as amax over (H, W), 5x faster forward and
         # backward on the CPU (amax's backward compares the whole input with the max; pooling's scatters
         # to the arg-max). On a tie the gradient goes to one position instead of being shared.
-        f_max = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, C)
+        f_max = _ADAPTIVE_MAX_POOL[self.spatial_dims](x, 1).flatten(1)  # (B, C)
         f_add = 0.5 * (f_avg + f_max)
         if self.adaptive:
             f_add = f_add + self.alpha * f_avg + self.beta * f_max  # Eq. (2)
@@ -78,37 +98,42 @@ class HAMChannel(nn.Module):
 class HAMSpatial(nn.Module):
     """HAM's spatial submodule: one shared conv, a BatchNorm per channel group, ReLU, sigmoid.
 
-    ``forward(d_important, d_subimportant)`` takes the two ``(B, 2, H, W)`` descriptors and returns both
-    spatial maps stacked as ``(B, 2, H, W)`` — channel 0 the important group's, 1 the sub-important's —
-    produced by a single call of ``gate`` so one hook sees both.
+    ``forward(d_important, d_subimportant)`` takes the two ``(B, 2, *S)`` descriptors (``(B, 2, H, W)``
+    in 2-D) and returns both spatial maps stacked as ``(B, 2, *S)`` — channel 0 the important group's,
+    1 the sub-important's — produced by a single call of ``gate`` so one hook sees both. The conv and
+    the norms have ``spatial_dims`` axes (kernel ``k`` in each).
     """
 
     def __init__(
         self,
         kernel_size: int = 7,
         *,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
-        self.norm_important = nn.BatchNorm2d(1, **factory)
-        self.norm_subimportant = nn.BatchNorm2d(1, **factory)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "HAMSpatial")
+        conv, norm = conv_nd(spatial_dims), batch_norm_nd(spatial_dims)
+        self.conv = conv(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
+        self.norm_important = norm(1, **factory)
+        self.norm_subimportant = norm(1, **factory)
         self.gate = nn.Sigmoid()
 
     def forward(self, d_important: torch.Tensor, d_subimportant: torch.Tensor) -> torch.Tensor:
         b = d_important.shape[0]
         # One conv call for both groups (the conv is shared): stack the groups along the batch.
-        d = torch.cat((d_important, d_subimportant), dim=0)  # (2B, 2, H, W)
-        # channels_last: oneDNN runs this 2-to-1-channel conv (and its backward) several times faster
-        # than in the contiguous layout; with one output channel the result's layout is the same.
-        s = self.conv(d.contiguous(memory_format=torch.channels_last))  # (2B, 1, H, W)
+        d = torch.cat((d_important, d_subimportant), dim=0)  # (2B, 2, *S)
+        # channels_last (channels_last_3d for volumes): oneDNN runs this 2-to-1-channel conv (and its
+        # backward) several times faster than in the contiguous layout; with one output channel the
+        # result's layout is the same. Signals (1-D) have no such layout.
+        layout = _CHANNELS_LAST.get(d.dim())
+        s = self.conv(d if layout is None else d.contiguous(memory_format=layout))  # (2B, 1, *S)
         # Split the groups through a channel-free view: slicing the one-channel channels_last output
         # directly gives strides (HW, 1, W, 1) that inductor cannot order under dynamic shapes
         # ("1 < s0"); these views have plain contiguous strides. No copy in eager mode.
-        h, w = s.shape[-2:]
-        s_im, s_sub = s.reshape(2, b, h, w).unbind(0)  # (B, H, W) each
+        s_im, s_sub = s.reshape(2, b, *s.shape[2:]).unbind(0)  # (B, *S) each
         s = torch.cat(
             (self.norm_important(s_im.unsqueeze(1)), self.norm_subimportant(s_sub.unsqueeze(1))), dim=1
         )
@@ -127,12 +152,11 @@ class _GroupDescriptors(torch.autograd.Function):
     def forward(
         ctx: FunctionCtx, x: Tensor, w1: Tensor, w2: Tensor, n1: int, n2: int
     ) -> tuple[Tensor, Tensor]:
-        b, c, h, w = x.shape
         outs, idxs = [], []
         for wi, ni in ((w1, n1), (w2, n2)):
-            f = x * wi[:, :, None, None]  # (B, C, H, W), freed after this iteration
-            mx, idx = f.max(dim=1, keepdim=True)  # (B, 1, H, W)
-            outs.append(torch.cat((f.sum(dim=1, keepdim=True) / ni, mx), dim=1))  # (B, 2, H, W)
+            f = x * _per_channel(wi, x)  # (B, C, *S), freed after this iteration
+            mx, idx = f.max(dim=1, keepdim=True)  # (B, 1, *S)
+            outs.append(torch.cat((f.sum(dim=1, keepdim=True) / ni, mx), dim=1))  # (B, 2, *S)
             idxs.append(idx)
         ctx.save_for_backward(x, w1, w2, *idxs)
         ctx.n = (n1, n2)
@@ -141,21 +165,22 @@ class _GroupDescriptors(torch.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, g1: Tensor, g2: Tensor) -> tuple[Tensor | None, ...]:
         x, w1, w2, i1, i2 = ctx.saved_tensors
-        b, c, h, w = x.shape
+        b, c = x.shape[:2]
+        n = math.prod(x.shape[2:])  # positions: H·W in 2-D
         dtype = torch.promote_types(x.dtype, w1.dtype)
-        xf = x.to(dtype).reshape(b, c, h * w)  # (B, C, HW)
+        xf = x.to(dtype).reshape(b, c, n)  # (B, C, N)
         grad_x = x.new_zeros(x.shape, dtype=dtype) if ctx.needs_input_grad[0] else None
         grads_w = []
         for wi, gi, idx, ni in ((w1, g1, i1, ctx.n[0]), (w2, g2, i2, ctx.n[1])):
             wi, gi = wi.to(dtype), gi.to(dtype)
-            g_avg = gi[:, 0:1] / ni  # (B, 1, H, W): reaches every channel of the group's F
-            g_max = gi[:, 1:2]  # (B, 1, H, W): reaches the arg-max channel only
-            # dL/dw_i[b, c] = Σ_hw x·(g_avg + [c = idx]·g_max)
-            gw = torch.bmm(xf, g_avg.reshape(b, h * w, 1)).squeeze(2)  # (B, C)
+            g_avg = gi[:, 0:1] / ni  # (B, 1, *S): reaches every channel of the group's F
+            g_max = gi[:, 1:2]  # (B, 1, *S): reaches the arg-max channel only
+            # dL/dw_i[b, c] = Σ_positions x·(g_avg + [c = idx]·g_max)
+            gw = torch.bmm(xf, g_avg.reshape(b, n, 1)).squeeze(2)  # (B, C)
             gw = gw.scatter_add(1, idx.reshape(b, -1), (x.to(dtype).gather(1, idx) * g_max).reshape(b, -1))
             grads_w.append(gw)
             if grad_x is not None:
-                grad_x.addcmul_(wi[:, :, None, None], g_avg)
+                grad_x.addcmul_(_per_channel(wi, x), g_avg)
                 w_at_max = wi.gather(1, idx.reshape(b, -1)).reshape_as(g_max)  # w_i at the arg-max
                 grad_x.scatter_add_(1, idx, w_at_max * g_max)
         return grad_x, grads_w[0], grads_w[1], None, None
@@ -171,28 +196,31 @@ class _Recombine(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w1: Tensor, w2: Tensor, a1: Tensor, a2: Tensor) -> Tensor:
         ctx.save_for_backward(x, w1, w2, a1, a2)
-        gate = torch.addcmul(w1[:, :, None, None] * a1, w2[:, :, None, None], a2)  # (B, C, H, W)
+        gate = torch.addcmul(_per_channel(w1, x) * a1, _per_channel(w2, x), a2)  # (B, C, *S)
         return x * gate
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w1, w2, a1, a2 = ctx.saved_tensors
-        b, c, h, w = x.shape
+        b, c = x.shape[:2]
+        n = math.prod(x.shape[2:])  # positions: H·W in 2-D
         dtype = torch.promote_types(torch.promote_types(x.dtype, w1.dtype), a1.dtype)
         w1, w2, a1, a2, grad = w1.to(dtype), w2.to(dtype), a1.to(dtype), a2.to(dtype), grad.to(dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad * torch.addcmul(w1[:, :, None, None] * a1, w2[:, :, None, None], a2)
-        gx = (grad * x.to(dtype)).reshape(b, c, h * w)  # (B, C, HW)
-        maps = torch.cat((a1, a2), dim=1).reshape(b, 2, h * w)  # (B, 2, HW)
-        grad_w = torch.bmm(gx, maps.transpose(1, 2))  # (B, C, 2): Σ_hw g·x·a_i
-        grad_a = torch.bmm(torch.stack((w1, w2), dim=1), gx).reshape(b, 2, h, w)  # Σ_c g·x·w_i
+            grad_x = grad * torch.addcmul(_per_channel(w1, x) * a1, _per_channel(w2, x), a2)
+        gx = (grad * x.to(dtype)).reshape(b, c, n)  # (B, C, N)
+        maps = torch.cat((a1, a2), dim=1).reshape(b, 2, n)  # (B, 2, N)
+        grad_w = torch.bmm(gx, maps.transpose(1, 2))  # (B, C, 2): Σ_positions g·x·a_i
+        grad_a = torch.bmm(torch.stack((w1, w2), dim=1), gx).reshape(b, 2, *x.shape[2:])  # Σ_c g·x·w_i
         return grad_x, grad_w[:, :, 0], grad_w[:, :, 1], grad_a[:, 0:1], grad_a[:, 1:2]
 
 
 def _channels_last(x: torch.Tensor) -> bool:
-    """Whether ``x`` is laid out channels_last (and not also plainly contiguous, as 1×1 maps are)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    """Whether ``x`` is laid out channels_last (``channels_last_3d`` for volumes) and not also plainly
+    contiguous, as 1×1 maps are; never for signals ``(B, C, L)``."""
+    layout = _CHANNELS_LAST.get(x.dim())
+    return layout is not None and x.is_contiguous(memory_format=layout) and not x.is_contiguous()
 
 
 def _descriptors_inference(
@@ -200,32 +228,37 @@ def _descriptors_inference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 7 without autograd: both groups' sums in one matrix product, both maxima in one reduction.
 
-    ``weights`` ``(B, 2, C)`` holds ``w_1, w_2``; returns ``d_1, d_2`` ``(B, 2, H, W)`` as
-    :class:`_GroupDescriptors` does. Works in the layout ``x`` comes in (no copy of ``x``).
+    ``weights`` ``(B, 2, C)`` holds ``w_1, w_2``; returns ``d_1, d_2`` ``(B, 2, *S)`` as
+    :class:`_GroupDescriptors` does. The ``N`` positions of ``S`` are flattened (``N = H·W`` in 2-D).
+    Works in the layout ``x`` comes in (no copy of ``x``).
     """
-    batch, c, h, w = x.shape
+    batch, c = x.shape[:2]
+    n = math.prod(x.shape[2:])
     if _channels_last(x):
-        xs = x.permute(0, 2, 3, 1).reshape(batch, h * w, c)  # (B, HW, C), a view
-        sums = torch.bmm(xs, weights.transpose(1, 2)).transpose(1, 2)  # (B, 2, HW)
-        maxes = (xs.unsqueeze(2) * weights.unsqueeze(1)).amax(dim=3).transpose(1, 2)  # (B, 2, HW)
+        xs = x.movedim(1, -1).reshape(batch, n, c)  # (B, N, C), a view
+        sums = torch.bmm(xs, weights.transpose(1, 2)).transpose(1, 2)  # (B, 2, N)
+        maxes = (xs.unsqueeze(2) * weights.unsqueeze(1)).amax(dim=3).transpose(1, 2)  # (B, 2, N)
     else:
-        xs = x.reshape(batch, c, h * w)  # (B, C, HW)
-        sums = torch.bmm(weights, xs)  # (B, 2, HW)
-        maxes = (xs.unsqueeze(1) * weights.unsqueeze(3)).amax(dim=2)  # (B, 2, HW)
-    d1 = torch.stack((sums[:, 0] / sizes[0], maxes[:, 0]), dim=1)  # (B, 2, HW)
+        xs = x.reshape(batch, c, n)  # (B, C, N)
+        sums = torch.bmm(weights, xs)  # (B, 2, N)
+        maxes = (xs.unsqueeze(1) * weights.unsqueeze(3)).amax(dim=2)  # (B, 2, N)
+    d1 = torch.stack((sums[:, 0] / sizes[0], maxes[:, 0]), dim=1)  # (B, 2, N)
     d2 = torch.stack((sums[:, 1] / sizes[1], maxes[:, 1]), dim=1)
-    return d1.reshape(batch, 2, h, w), d2.reshape(batch, 2, h, w)
+    return d1.reshape(batch, 2, *x.shape[2:]), d2.reshape(batch, 2, *x.shape[2:])  # (B, 2, *S)
 
 
 def _recombine_inference(x: torch.Tensor, weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """Eq. 10 without autograd: the gate ``w_1 ⊗ a_s1 + w_2 ⊗ a_s2`` as one matrix product, times ``x``
-    in place of the gate (one tensor of ``x``'s size written besides the output)."""
-    batch, c, h, w = x.shape
+    in place of the gate (one tensor of ``x``'s size written besides the output). ``maps``
+    ``(B, 2, *S)`` is flattened to ``(B, 2, N)`` (``(B, N, 2)`` channels-last)."""
+    batch, c = x.shape[:2]
+    n = math.prod(x.shape[2:])
     if _channels_last(x):
-        gate = torch.bmm(maps.permute(0, 2, 3, 1).reshape(batch, h * w, 2), weights)  # (B, HW, C)
-        gate = gate.reshape(batch, h, w, c).permute(0, 3, 1, 2)  # channels_last (B, C, H, W)
+        gate = torch.bmm(maps.movedim(1, -1).reshape(batch, n, 2), weights)  # (B, N, C)
+        gate = gate.reshape(batch, *x.shape[2:], c).movedim(-1, 1)  # channels-last (B, C, *S)
     else:
-        gate = torch.bmm(weights.transpose(1, 2), maps.reshape(batch, 2, h * w)).reshape(batch, c, h, w)
+        gate = torch.bmm(weights.transpose(1, 2), maps.reshape(batch, 2, n))  # (B, C, N)
+        gate = gate.reshape(x.shape)
     return gate.mul_(x)
 
 
@@ -260,10 +293,20 @@ class HAM(nn.Module):
         kernel_slope, kernel_offset: γ and b of ECA's rule (defaults 2 and 1). Their old names ``gamma``
             and ``b`` still work, with a ``FutureWarning``.
         adaptive: learn α and β (default ``True``); ``False`` is the paper's "no adaptive" ablation.
+        spatial_dims: 1 for signals ``(B, C, L)``, 2 (default) for images ``(B, C, H, W)``, 3 for
+            volumes ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
 
+    In 1-D and 3-D: (1) pools over all spatial axes (``L``, or ``D, H, W``); the channel part (2)-(6)
+    is unchanged; (7) takes the channel-wise mean and max at every position; (8)-(9) use a shared
+    ``Conv1d``/``Conv3d`` with kernel ``k`` in every axis and two ``BatchNorm1d``/``BatchNorm3d``. The
+    same state-dict keys as in 2-D; only the spatial kernel's shape differs (``(1, 2, k)``,
+    ``(1, 2, k, k, k)``). On a map with one row, ``(B, C, 1, L)``, the 2-D module equals the 1-D one whose
+    kernel is the middle row of the 2-D kernel (zero padding: the other rows only see zeros); on a
+    depth-1 volume the 3-D module equals the 2-D one whose kernel is the middle depth slice.
+
     Gates: ``channel.gate`` outputs ``a_c`` ``(B, C)``; ``spatial.gate`` outputs both spatial maps as
-    ``(B, 2, H, W)`` (important, sub-important), so :func:`plugattn.capture_attention_maps` sees them.
+    ``(B, 2, *S)`` (important, sub-important), so :func:`plugattn.capture_attention_maps` sees them.
 
     Differences from the paper:
         * The channel 1-D conv is ECA's (1→1 channel); the authors' TensorFlow code uses a dense C×C
@@ -283,6 +326,7 @@ class HAM(nn.Module):
         kernel_slope: float = 2,
         kernel_offset: float = 1,
         adaptive: bool = True,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         gamma: float | None = None,
@@ -290,6 +334,7 @@ class HAM(nn.Module):
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=1)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "HAM")
         check_float("separation_rate", separation_rate, low=0, high=1, low_open=True, high_open=True)
         check_int("spatial_kernel_size", spatial_kernel_size, minimum=1, odd=True)
         slope, offset = eca_rule("HAM", kernel_slope, kernel_offset, gamma, b)
@@ -309,7 +354,7 @@ class HAM(nn.Module):
         self.separation_rate = separation_rate
         self.important_channels = c_im
         self.subimportant_channels = channels - c_im
-        factory = {"device": device, "dtype": dtype}
+        factory = {"device": device, "dtype": dtype, "spatial_dims": spatial_dims}
         self.channel = HAMChannel(channels, kernel_size=channel_kernel_size, adaptive=adaptive, **factory)
         self.spatial = HAMSpatial(spatial_kernel_size, **factory)
 
@@ -327,16 +372,16 @@ class HAM(nn.Module):
             # Inference: nothing to keep for a backward, so fewer and larger operations.
             weights = torch.stack((w1, w2), dim=1)  # (B, 2, C)
             sizes = (self.important_channels, self.subimportant_channels)
-            a_s = self.spatial(*_descriptors_inference(x, weights, sizes))  # (B, 2, H, W)
+            a_s = self.spatial(*_descriptors_inference(x, weights, sizes))  # (B, 2, *S)
             return _recombine_inference(x, weights, a_s)
         d1, d2 = _GroupDescriptors.apply(
             x, w1, w2, self.important_channels, self.subimportant_channels
-        )  # (B, 2, H, W) each
-        a_s = self.spatial(d1, d2)  # (B, 2, H, W)
+        )  # (B, 2, *S) each
+        a_s = self.spatial(d1, d2)  # (B, 2, *S)
         return _Recombine.apply(x, w1, w2, a_s[:, 0:1], a_s[:, 1:2])
 
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, separation_rate={self.separation_rate}, "
             f"important_channels={self.important_channels}"
-        )
+        ) + (f", spatial_dims={self.spatial_dims}" if self.spatial_dims != 2 else "")

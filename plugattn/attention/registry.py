@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from plugattn._checks import check_choice, check_int
+from plugattn._dims import check_spatial_dims
 from plugattn._registry import NO_ATTENTION, Registry, is_no_attention
 
 __all__ = [
@@ -85,17 +86,23 @@ def attention_name_of(cls: type[nn.Module]) -> str | None:
 AttentionSpec = str | type[nn.Module] | Callable[..., nn.Module] | None
 
 
-def create_attention(attention: AttentionSpec, channels: int, **kwargs: Any) -> nn.Module:
-    """Build an attention module for a feature map of ``channels`` channels.
+def create_attention(
+    attention: AttentionSpec, channels: int, *, spatial_dims: int = 2, **kwargs: Any
+) -> nn.Module:
+    """Build an attention module for a map of ``channels`` channels.
 
     Args:
         attention: a registered name (``list_attention()``), a module class, a callable
             ``channels -> nn.Module``, or ``None``/``"none"`` for ``nn.Identity`` (so blocks never
             branch on whether they have attention).
-        channels: channels of the feature map the module sees.
+        channels: channels of the map the module sees.
+        spatial_dims: 1 for signals ``(B, C, L)``, 2 (default) for images ``(B, C, H, W)``, 3 for
+            volumes ``(B, C, D, H, W)``. Every module plugattn ships takes it; a module is passed
+            ``spatial_dims`` only when it is not 2, so a class or factory written for images keeps working.
         **kwargs: keyword options of the module (e.g. ``separation_rate=0.6`` for HAM).
     """
     channels = check_int("channels", channels, minimum=1)
+    check_spatial_dims(spatial_dims)
     if is_no_attention(attention):
         return nn.Identity()
     if isinstance(attention, str):
@@ -105,6 +112,7 @@ def create_attention(attention: AttentionSpec, channels: int, **kwargs: Any) -> 
             for p in inspect.signature(entry.cls.__init__).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY
             or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name not in ("self", "channels"))
+            if p.name != "spatial_dims"
         ]
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
@@ -112,7 +120,14 @@ def create_attention(attention: AttentionSpec, channels: int, **kwargs: Any) -> 
                 f"attention {entry.name!r} ({entry.cls.__name__}) takes no argument "
                 f"{', '.join(map(repr, unknown))}; its arguments: {', '.join(accepted) or 'none'}"
             )
-        return entry.cls(channels, **kwargs)
+        if spatial_dims != 2 and "spatial_dims" not in inspect.signature(entry.cls.__init__).parameters:
+            raise ValueError(
+                f"attention {entry.name!r} ({entry.cls.__name__}) takes no spatial_dims: it has only a 2-D "
+                f"form, so spatial_dims={spatial_dims} is not available"
+            )
+        return entry.cls(channels, **kwargs, **({"spatial_dims": spatial_dims} if spatial_dims != 2 else {}))
+    if spatial_dims != 2:
+        kwargs["spatial_dims"] = spatial_dims
     if isinstance(attention, nn.Module):
         raise ValueError(
             f"attention must be a name, a class or a factory, not a module instance "

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import GateHolder, check_feature_map, default_groups
+from plugattn.attention._common import (
+    GateHolder,
+    check_feature_map,
+    check_spatial_dims,
+    default_groups,
+    spatial_axes,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["ShuffleAttention"]
@@ -37,7 +43,14 @@ class ShuffleAttention(nn.Module):
         groups: number of groups G. ``None`` (default): the paper's 64 where ``C`` is a multiple of 128,
             else the largest ``G < 64`` with ``C % 2G == 0`` (32 at C=64, 8 at C=16, 12 at C=24), so the
             module fits every backbone width; an explicit value is checked strictly.
+        spatial_dims: spatial axes of the input: 1 ``(B, C, L)``, 2 (default) ``(B, C, H, W)``, 3
+            ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
+
+    In 1-D and 3-D: the pooling of (1) is over every spatial axis, GroupNorm of (2) normalises each
+    channel over all its positions, the shuffle of (4) keeps the spatial axes as they are, and the four
+    per-channel parameters are ``(1, c, 1)`` or ``(1, c, 1, 1, 1)`` (the same ``c`` numbers). On a map
+    with a length-1 axis it equals the module of one dimension less.
 
     State-dict keys equal the authors' (``cweight``, ``cbias``, ``sweight``, ``sbias`` of shape
     ``(1, c, 1, 1)``, and ``gn``). Parameters: ``4c + 2c = 3C / G``; 12 at C=256, 6 at C=64 (G = 32).
@@ -60,6 +73,7 @@ class ShuffleAttention(nn.Module):
         channels: int,
         *,
         groups: int | None = None,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -73,28 +87,30 @@ class ShuffleAttention(nn.Module):
                 f"channels must be a positive multiple of 2 * groups (each group splits into two "
                 f"halves), got channels={channels} with groups={groups}"
             )
+        self.spatial_dims = check_spatial_dims(spatial_dims, "ShuffleAttention")
         self.channels = channels
         self.groups = groups
         c = self.half_channels = channels // (2 * groups)
         factory = {"device": device, "dtype": dtype}
-        self.cweight = nn.Parameter(torch.zeros(1, c, 1, 1, **factory))
-        self.cbias = nn.Parameter(torch.ones(1, c, 1, 1, **factory))
-        self.sweight = nn.Parameter(torch.zeros(1, c, 1, 1, **factory))
-        self.sbias = nn.Parameter(torch.ones(1, c, 1, 1, **factory))
+        shape = (1, c) + (1,) * spatial_dims  # (1, c, 1, 1) in 2-D
+        self.cweight = nn.Parameter(torch.zeros(shape, **factory))
+        self.cbias = nn.Parameter(torch.ones(shape, **factory))
+        self.sweight = nn.Parameter(torch.zeros(shape, **factory))
+        self.sbias = nn.Parameter(torch.ones(shape, **factory))
         self.gn = nn.GroupNorm(c, c, **factory)
         self.channel = GateHolder(nn.Sigmoid())
         self.spatial = GateHolder(nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        b, c, h, w = x.shape
-        xg = x.reshape(b * self.groups, 2 * self.half_channels, h, w)  # (B·G, 2c, H, W)
+        b, c, size = x.shape[0], x.shape[1], x.shape[2:]  # size: (H, W) in 2-D, (L,) or (D, H, W)
+        xg = x.reshape(b * self.groups, 2 * self.half_channels, *size)  # (B·G, 2c, H, W)
         x_c, x_s = xg.chunk(2, dim=1)  # (B·G, c, H, W) each
-        s = x_c.mean(dim=(2, 3), keepdim=True)  # (B·G, c, 1, 1)
+        s = x_c.mean(dim=spatial_axes(x), keepdim=True)  # (B·G, c, 1, 1)
         x_c = x_c * self.channel.gate(self.cweight * s + self.cbias)  # Eq. (1)
         x_s = x_s * self.spatial.gate(self.sweight * self.gn(x_s) + self.sbias)  # Eq. (2)
-        out = torch.cat((x_c, x_s), dim=1).reshape(b, 2, c // 2, h, w)  # (B, 2, C/2, H, W)
-        return out.transpose(1, 2).reshape(b, c, h, w)  # Eq. (4), channel shuffle
+        out = torch.cat((x_c, x_s), dim=1).reshape(b, 2, c // 2, *size)  # (B, 2, C/2, H, W)
+        return out.transpose(1, 2).reshape(b, c, *size)  # Eq. (4), channel shuffle
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, groups={self.groups}"

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
-from plugattn.attention._common import GateHolder, check_feature_map
+from plugattn.attention._common import (
+    GateHolder,
+    check_feature_map,
+    check_spatial_dims,
+    conv_nd,
+    spatial_axes,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SCSA"]
@@ -25,6 +31,14 @@ __all__ = ["SCSA"]
 _DOWN_SAMPLE_MODES = ("avg_pool", "max_pool")
 _GATE_LAYERS = ("sigmoid", "softmax")
 _CONV_NAMES = ("local_dwc", "global_dwc_s", "global_dwc_m", "global_dwc_l")
+# SMSA's GroupNorm of each spatial axis, by the axis's letter: a signal's L is the last axis (W), a
+# volume adds D in front, so 2-D has the reference's norm_h and norm_w.
+_AXIS_NORMS = ("norm_d", "norm_h", "norm_w")
+_HALF = (torch.bfloat16, torch.float16)
+_POOLS = {
+    "avg_pool": {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d},
+    "max_pool": {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d},
+}
 
 
 @register_attention("scsa", paper="Si et al., arXiv 2407.05128, SCSA", position="before_last_conv")
@@ -66,12 +80,28 @@ class SCSA(nn.Module):
         gate_layer: ``'sigmoid'`` (default) or ``'softmax'``: a name, as the reference's configs give it,
             not a layer class as in SE/ECA/CBAM, because it sets how *both* gates normalise (softmax
             over positions for the spatial maps, over channels for the channel weights).
+        spatial_dims: 1 for signals ``(B, C, L)``, 2 (default) for images ``(B, C, H, W)``, 3 for
+            volumes ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
 
-    State-dict keys equal the reference's: ``local_dwc.*``, ``global_dwc_{s,m,l}.*``, ``norm_h.*``,
+    In 1-D and 3-D: SMSA pools along each spatial axis — for each axis the mean over the other spatial
+    axes, a ``(B, C, n_axis)`` sequence (a signal is its own sequence) — runs every sequence through the
+    same four depthwise convs, then the axis's own ``GroupNorm(4, C)`` and the gate; ``x_s`` is ``x``
+    times each axis's gate broadcast along that axis. PCSA pools with a ``w`` window in every spatial
+    axis (``min(w, n)`` per axis), ``N`` the number of pooled positions; q, k, v are depthwise 1×1
+    convs with ``spatial_dims`` axes; the attention across channels is unchanged. The per-axis norms
+    are named after the axes: ``norm_w`` alone in 1-D, ``norm_d, norm_h, norm_w`` in 3-D, so the
+    state-dict keys are the 2-D keys less ``norm_h.*`` in 1-D and plus ``norm_d.*`` in 3-D
+    (``16·C - 2·C`` and ``16·C + 2·C`` parameters); q/k/v weights are ``(C, 1, 1)`` and
+    ``(C, 1, 1, 1, 1)``. The 2-D module on a one-row map ``(B, C, 1, L)`` is not the 1-D module: its
+    H sequence has length 1 and becomes a per-channel gate ``σ(GN_h(...))`` that 1-D has not (likewise
+    the D gate of a depth-1 volume in 3-D). With ``gate_layer='softmax'`` that gate is a softmax over
+    one position, exactly 1, and the modules agree.
+
+    State-dict keys (2-D) equal the reference's: ``local_dwc.*``, ``global_dwc_{s,m,l}.*``, ``norm_h.*``,
     ``norm_w.*``, ``norm.*``, ``{q,k,v}.weight`` (+ biases with ``qkv_bias``): 16·C parameters with the
-    defaults. Gates: ``spatial.gate`` fires twice per forward (``a_h`` then ``a_w``, before the
-    unsqueeze), ``channel.gate`` once (``a_c``).
+    defaults. Gates: ``spatial.gate`` fires once per spatial axis, twice in 2-D (``a_h`` then ``a_w``,
+    ``(B, C, n)`` before the reshape), ``channel.gate`` once (``a_c``).
 
     Differences from the reference code (none change its function where it runs):
         * Maps smaller than the window are pooled with ``min(window_size, H) × min(window_size, W)``
@@ -96,11 +126,13 @@ class SCSA(nn.Module):
         down_sample_mode: str = "avg_pool",
         attn_drop_ratio: float = 0.0,
         gate_layer: str = "sigmoid",
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=4)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "SCSA")
         check_divisible("channels", channels, 4, "the number of SMSA groups")
         check_int("head_num", head_num, minimum=1)
         check_divisible("channels", channels, head_num, "head_num")
@@ -137,12 +169,14 @@ class SCSA(nn.Module):
 
         for name, k in zip(_CONV_NAMES, self.group_kernel_sizes, strict=True):
             self.add_module(name, nn.Conv1d(g, g, k, padding=k // 2, groups=g, **factory))
-        self.norm_h = nn.GroupNorm(4, channels, **factory)
-        self.norm_w = nn.GroupNorm(4, channels, **factory)
+        self._axis_norms = _AXIS_NORMS[-spatial_dims:]  # ("norm_h", "norm_w") in 2-D
+        for name in self._axis_norms:
+            self.add_module(name, nn.GroupNorm(4, channels, **factory))
         self.norm = nn.GroupNorm(1, channels, **factory)
-        self.q = nn.Conv2d(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
-        self.k = nn.Conv2d(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
-        self.v = nn.Conv2d(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
+        conv = conv_nd(spatial_dims)
+        self.q = conv(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
+        self.k = conv(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
+        self.v = conv(channels, channels, 1, groups=channels, bias=qkv_bias, **factory)
         self.attn_drop = nn.Dropout(attn_drop_ratio)
         softmax = gate_layer == "softmax"
         # Spatial gate over positions (dim 2 of (B, C, L)); channel gate over channels.
@@ -156,7 +190,7 @@ class SCSA(nn.Module):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
-        for norm in (self.norm_h, self.norm_w, self.norm):
+        for norm in (*(getattr(self, name) for name in self._axis_norms), self.norm):
             nn.init.ones_(norm.weight)
             nn.init.zeros_(norm.bias)
 
@@ -173,46 +207,61 @@ class SCSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        b, c, h, w = x.shape
-        # --- SMSA ---
+        return self._pcsa(self._smsa(x))
+
+    def _smsa(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps (1)-(4): ``x_s = x · Π_axis a_axis`` for ``x`` ``(B, C, *S)``."""
+        b, c = x.shape[:2]
+        axes = spatial_axes(x)
         weight, bias = self._smsa_kernel()
         pad = weight.shape[-1] // 2
-        # Both directions in one call: [x_h | pad zeros | x_w]; the gap of `pad` zeros is exactly the
-        # zero padding each sequence would get alone, so the two never see each other.
-        gap = x.new_zeros(b, c, pad)
-        seq = torch.cat((x.mean(dim=3), gap, x.mean(dim=2)), dim=2)  # (B, C, H + pad + W)
-        s = F.conv1d(seq, weight, bias, padding=pad, groups=c)  # (B, C, H + pad + W)
-        a_h = self.spatial.gate(self.norm_h(s[:, :, :h])).unsqueeze(3)  # (B, C, H, 1)
-        a_w = self.spatial.gate(self.norm_w(s[:, :, h + pad :])).unsqueeze(2)  # (B, C, 1, W)
-        x = x * a_h * a_w  # x_s
+        # One sequence per spatial axis, the mean over the other spatial axes: (B, C, n_axis) each
+        # (x_h = mean_W, x_w = mean_H in 2-D; a signal is its own sequence).
+        seqs = [x.mean(dim=tuple(o for o in axes if o != a)) if len(axes) > 1 else x for a in axes]
+        # All directions in one call: [x_h | pad zeros | x_w]; the gap of `pad` zeros is exactly the
+        # zero padding each sequence would get alone, so the sequences never see each other.
+        parts = seqs[:1]
+        for seq in seqs[1:]:
+            parts += [x.new_zeros(b, c, pad), seq]
+        seq = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]  # (B, C, Σ n + (d - 1)·pad)
+        s = F.conv1d(seq, weight, bias, padding=pad, groups=c)  # same length
+        start = 0
+        for i, (name, n) in enumerate(zip(self._axis_norms, x.shape[2:], strict=True)):
+            a = self.spatial.gate(getattr(self, name)(s[:, :, start : start + n]))  # (B, C, n)
+            shape = [b, c] + [1] * len(axes)
+            shape[2 + i] = n
+            x = x * a.reshape(shape)  # a_h (B, C, H, 1), a_w (B, C, 1, W) in 2-D
+            start = start + n + pad
+        return x
 
-        # --- PCSA ---
+    def _pcsa(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps (5)-(10) on ``x_s`` ``(B, C, *S)``."""
+        b, c = x.shape[:2]
         if self.window_size == -1:
-            y = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+            y = x.mean(dim=spatial_axes(x), keepdim=True)  # (B, C, 1, ...)
         else:
-            y = _window_pool(x, self.window_size, self.down_sample_mode)  # (B, C, h', w')
+            y = _window_pool(x, self.window_size, self.down_sample_mode)  # (B, C, *S'): h', w' in 2-D
         y = self.norm(y)
-        n = y.shape[2] * y.shape[3]
-        shape = (b, self.head_num, self.head_dim, n)
+        shape = (b, self.head_num, self.head_dim, -1)
         q = self.q(y).reshape(shape)  # (B, heads, C/heads, N): channels are the tokens
         k = self.k(y).reshape(shape)
-        v = self.v(y).mean(dim=(2, 3)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
+        v = self.v(y).mean(dim=spatial_axes(y)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
         attn = (q @ k.transpose(-2, -1)) * self.scaler  # (B, heads, C/heads, C/heads)
         attn = self.attn_drop(attn.softmax(dim=-1))
-        a_c = self.channel.gate((attn @ v).reshape(b, c, 1, 1))  # (B, C, 1, 1)
+        a_c = self.channel.gate((attn @ v).reshape(b, c, *[1] * (x.dim() - 2)))  # (B, C, 1, ...)
         return x * a_c
 
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, head_num={self.head_num}, window_size={self.window_size}, "
             f"down_sample_mode={self.down_sample_mode!r}, gate_layer={self.gate_layer!r}"
-        )
+        ) + (f", spatial_dims={self.spatial_dims}" if self.spatial_dims != 2 else "")
 
 
 def _window_pool(x: torch.Tensor, window_size: int, mode: str) -> torch.Tensor:
-    """``AvgPool2d``/``MaxPool2d`` with kernel = stride = the largest window that fits,
-    ``(min(window_size, H), min(window_size, W))``, floor mode: equals the reference wherever the
-    reference runs.
+    """``AvgPool``/``MaxPool`` (``spatial_dims``-D) with kernel = stride = the largest window that fits,
+    ``min(window_size, n)`` in each spatial axis (``(min(w, H), min(w, W))`` in 2-D), floor mode:
+    equals the reference wherever the reference runs.
 
     Under ``torch.export`` (and so ONNX) the sizes are symbolic and a pooling kernel must be a
     number, which would bake in the window of the size the model was traced at; there the same
@@ -220,14 +269,20 @@ def _window_pool(x: torch.Tensor, window_size: int, mode: str) -> torch.Tensor:
     2.13 still records whether each pooled side is 1, which limits a saved ``torch.export`` program
     with dynamic sizes to that regime; the ONNX graph has no such check: docs/export.md.)
     """
-    h, w = x.shape[2:]
-    if not isinstance(h, torch.SymInt) and not isinstance(w, torch.SymInt):
-        window = (min(window_size, h), min(window_size, w))
-        pool = F.avg_pool2d if mode == "avg_pool" else F.max_pool2d
-        return pool(x, window, window)
-    kh, kw = torch.sym_min(window_size, h), torch.sym_min(window_size, w)
-    oh, ow = h // kh, w // kw
-    rows = torch.arange(oh * kh, device=x.device)  # the rows and columns whole windows cover
-    cols = torch.arange(ow * kw, device=x.device)
-    blocks = x.index_select(2, rows).index_select(3, cols).reshape(*x.shape[:2], oh, kh, ow, kw)
-    return blocks.mean(dim=(3, 5)) if mode == "avg_pool" else blocks.amax(dim=(3, 5))
+    sizes = x.shape[2:]
+    if not any(isinstance(n, torch.SymInt) for n in sizes):
+        window = tuple(min(window_size, n) for n in sizes)
+        if mode == "avg_pool" and len(sizes) == 3 and x.device.type == "cpu" and x.dtype in _HALF:
+            # torch has no CPU avg_pool3d in bfloat16/float16: pool in float32, round once.
+            return F.avg_pool3d(x.float(), window, window).to(x.dtype)
+        return _POOLS[mode][len(sizes)](x, window, window)
+    windows = [torch.sym_min(window_size, n) for n in sizes]
+    counts = [n // k for n, k in zip(sizes, windows, strict=True)]
+    blocks = x
+    for i, (o, k) in enumerate(zip(counts, windows, strict=True)):
+        # The rows (columns, slices) that whole windows cover.
+        blocks = blocks.index_select(2 + i, torch.arange(o * k, device=x.device))
+    split = [v for ok in zip(counts, windows, strict=True) for v in ok]
+    blocks = blocks.reshape(*x.shape[:2], *split)  # (B, C, h', kh, w', kw) in 2-D
+    inner = tuple(range(3, 3 + 2 * len(sizes), 2))  # the axes within a window
+    return blocks.mean(dim=inner) if mode == "avg_pool" else blocks.amax(dim=inner)

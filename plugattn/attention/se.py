@@ -10,7 +10,15 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import LayerFactory, check_feature_map, make_layer, reduced_channels
+from plugattn.attention._common import (
+    LayerFactory,
+    check_feature_map,
+    check_spatial_dims,
+    conv_nd,
+    make_layer,
+    reduced_channels,
+    spatial_axes,
+)
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SE"]
@@ -36,7 +44,14 @@ class SE(nn.Module):
         rd_channels: hidden width ``r_c`` directly, overriding ``rd_ratio`` (default ``None``).
         act_layer: class or zero-argument factory of the hidden activation (default ``nn.ReLU``).
         gate_layer: class or zero-argument factory of the gate (default ``nn.Sigmoid``).
+        spatial_dims: spatial axes of the input: 1 ``(B, C, L)``, 2 (default) ``(B, C, H, W)``, 3
+            ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
+
+    In 1-D and 3-D: the squeeze (1) averages over every spatial axis (``L``, or ``D, H, W``), ``fc1`` and
+    ``fc2`` are 1×1 convs of that dimension (weights ``(r_c, C, 1)`` or ``(r_c, C, 1, 1, 1)``, the same
+    numbers), and the gate is ``(B, C, 1)`` or ``(B, C, 1, 1, 1)``. Same parameters and state-dict keys
+    in every dimension; on a map with a length-1 axis it equals the module of one dimension less.
 
     Parameters: ``2·C·r_c + r_c + C``. Submodules ``fc1``, ``act``, ``fc2``, ``gate``, as timm's
     ``SEModule`` names them, so its weights load one to one (``gate`` outputs ``s`` as ``(B, C, 1, 1)``).
@@ -57,24 +72,27 @@ class SE(nn.Module):
         rd_channels: int | None = None,
         act_layer: LayerFactory = nn.ReLU,
         gate_layer: LayerFactory = nn.Sigmoid,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=1)
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "SE")
         factory = {"device": device, "dtype": dtype}
+        conv = conv_nd(spatial_dims)
         self.channels = channels
         self.rd_channels = hidden
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True, **factory)
+        self.fc1 = conv(channels, hidden, 1, bias=True, **factory)
         self.act = make_layer("act_layer", act_layer)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True, **factory)
+        self.fc2 = conv(hidden, channels, 1, bias=True, **factory)
         self.gate = make_layer("gate_layer", gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        z = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        s = self.gate(self.fc2(self.act(self.fc1(z))))  # (B, C, 1, 1)
+        z = x.mean(dim=spatial_axes(x), keepdim=True)  # (B, C, 1, 1) in 2-D, (B, C) + (1,) * d
+        s = self.gate(self.fc2(self.act(self.fc1(z))))  # (B, C) + (1,) * d
         return x * s
 
     def extra_repr(self) -> str:

@@ -7,11 +7,13 @@ https://proceedings.mlr.press/v139/yang21o.html — authors' code: https://githu
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import check_feature_map
+from plugattn.attention._common import check_feature_map, check_spatial_dims, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SimAM"]
@@ -33,7 +35,13 @@ class SimAM(nn.Module):
         channels: input channels C; SimAM has no parameters, so it is only validated (it is taken so
             every module shares one signature).
         e_lambda: λ, the energy's regulariser (default 1e-4), > 0.
+        spatial_dims: spatial axes of the input: 1 ``(B, C, L)``, 2 (default) ``(B, C, H, W)``, 3
+            ``(B, C, D, H, W)``.
         device, dtype: accepted for the common signature; there is nothing to create.
+
+    In 1-D and 3-D: the statistics (1)-(2) run over every position of a channel, ``M = L`` or
+    ``M = D·H·W``; the gate has the input's shape. On a map with a length-1 axis it equals the module of
+    one dimension less (the same positions).
 
     Gate: ``gate`` (a sigmoid) outputs ``sigmoid(1/e*)`` ``(B, C, H, W)``.
 
@@ -48,21 +56,24 @@ class SimAM(nn.Module):
         channels: int,
         *,
         e_lambda: float = 1e-4,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=1)
         check_float("e_lambda", e_lambda, low=0, low_open=True)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "SimAM")
         self.channels = channels
         self.e_lambda = e_lambda
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        n = max(x.shape[2] * x.shape[3] - 1, 1)
-        d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)  # (B, C, H, W)
-        v = d.sum(dim=(2, 3), keepdim=True) / n  # (B, C, 1, 1)
+        axes = spatial_axes(x)
+        n = max(math.prod(x.shape[2:]) - 1, 1)
+        d = (x - x.mean(dim=axes, keepdim=True)).pow(2)  # (B, C, H, W) in 2-D
+        v = d.sum(dim=axes, keepdim=True) / n  # (B, C, 1, 1) in 2-D
         e_inv = d / (4 * (v + self.e_lambda)) + 0.5
         return x * self.gate(e_inv)
 

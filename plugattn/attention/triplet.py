@@ -11,17 +11,24 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import ConvNormGate, check_feature_map
+from plugattn.attention._common import ConvNormGate, check_feature_map, check_spatial_dims
 from plugattn.attention.registry import register_attention
 
 __all__ = ["TripletAttention", "TripletBranch"]
+
+# The branch that rotates each spatial axis into the pooled (channel) position, by the axis's letter:
+# a 1-D signal's L is the last axis (W), a volume adds D in front, so the 1-D branch names are a subset
+# of the 2-D ones (the paper's) and those a subset of the 3-D ones.
+_ROTATED_BRANCHES = {"d": "dc", "h": "hc", "w": "cw"}
+_AXIS_LETTERS = ("d", "h", "w")
 
 
 class TripletBranch(ConvNormGate):
     """One branch: Z-pool → ``Conv2d(2, 1, k, no bias)`` → BatchNorm → sigmoid.
 
     ``forward(z)`` takes the Z-pooled descriptor ``(B, 2, P, Q)`` (max first, then mean, as the authors'
-    ``ChannelPool``) and returns the attention map ``(B, 1, P, Q)``; the caller rotates it back.
+    ``ChannelPool``) and returns the attention map ``(B, 1, P, Q)``; the caller rotates it back. With
+    ``spatial_dims`` other than 2 the conv and norm have that many axes: ``(B, 2, *R)`` → ``(B, 1, *R)``.
     """
 
 
@@ -45,22 +52,36 @@ class TripletAttention(nn.Module):
     * (4) ``out = (y_1 + y_2 + y_3) / 3``; with ``no_spatial=True`` (paper ablation)
       ``out = (y_1 + y_2) / 2``.
 
-    The rotations are the authors' permutations (``(0, 2, 1, 3)`` and ``(0, 3, 2, 1)``). Since the pooled
-    axis is reduced, each branch is computed without moving ``x``: the Z-pool is taken along H (resp. W)
-    directly and only the small map is laid out as the rotated branch sees it, then permuted back —
-    the same function as rotate → pool → conv → multiply → rotate back.
+    The rotations are the authors' permutations (``(0, 2, 1, 3)`` and ``(0, 3, 2, 1)``: each swaps C with
+    the rotated axis). Since the pooled axis is reduced, each branch is computed without moving ``x``:
+    the Z-pool is taken along H (resp. W) directly and only the small map is laid out as the rotated
+    branch sees it, then permuted back — the same function as rotate → pool → conv → multiply → rotate
+    back.
+
+    In 1-D and 3-D: one branch per axis of ``(C, *spatial)``. The branch of a spatial axis swaps it with C
+    (the rotation above), Z-pools it and convolves the remaining axes — C in the rotated axis's place —
+    with a ``spatial_dims``-D conv (kernel ``k`` in every axis) + BatchNorm + sigmoid; the spatial branch
+    Z-pools C. The branches are averaged. A signal ``(B, C, L)`` has two branches, ``cw`` (map over C)
+    and ``hw`` (map over L); a volume ``(B, C, D, H, W)`` four, ``dc`` (map over ``(C, H, W)``), ``hc``
+    (``(D, C, W)``), ``cw`` (``(D, H, C)``) and ``hw`` (``(D, H, W)``). So the state-dict keys are those
+    of 2-D less ``hc.*`` in 1-D and plus ``dc.*`` in 3-D. This is not the 2-D module on a map of one row
+    or one slice: there, the branch that pools the length-1 axis adds a term of its own (in 2-D on
+    ``(B, C, 1, L)``, ``3·out = 2·out_1D + y_hc`` with the 1-D kernels the 2-D kernels' middle rows).
 
     Args:
         channels: input channels C (the module has no channel-dependent parameters; taken for the common
             signature).
         kernel_size: odd kernel of each branch's conv (default 7).
-        no_spatial: drop the spatial branch and average the two rotated ones (default ``False``).
+        no_spatial: drop the spatial branch and average the rotated ones (default ``False``).
+        spatial_dims: 1 for signals ``(B, C, L)``, 2 (default) for images ``(B, C, H, W)``, 3 for
+            volumes ``(B, C, D, H, W)``.
         device, dtype: factory keywords, as torch layers take them.
 
     Submodules and gates: ``hc`` (the C–H branch), ``cw`` (the C–W branch) and ``hw`` (the spatial
     branch, absent with ``no_spatial``) are :class:`TripletBranch` es, each with its sigmoid as
     ``<branch>.gate`` (maps ``(B, 1, C, W)``, ``(B, 1, H, C)`` and ``(B, 1, H, W)``).
-    Parameters: ``3 · (2k² + 2)`` (conv + BN affine): 300 with k=7, whatever C; 200 with ``no_spatial``.
+    Parameters: ``3 · (2k² + 2)`` (conv + BN affine): 300 with k=7, whatever C; 200 with ``no_spatial``;
+    in general ``(d + 1) · (2k^d + 2)`` for ``d = spatial_dims``, one branch fewer with ``no_spatial``.
 
     Differences from the paper:
         * None in function. BatchNorm uses the authors' ``momentum=0.01`` (the paper does not state it).
@@ -72,34 +93,42 @@ class TripletAttention(nn.Module):
         *,
         kernel_size: int = 7,
         no_spatial: bool = False,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         channels = check_int("channels", channels, minimum=1)
+        self.spatial_dims = check_spatial_dims(spatial_dims, "TripletAttention")
         check_int("kernel_size", kernel_size, minimum=1, odd=True)
         if not isinstance(no_spatial, bool):
             raise ValueError(f"no_spatial must be True or False, got {no_spatial!r}")
         self.channels = channels
         self.kernel_size = kernel_size
         self.no_spatial = no_spatial
-        factory = {"device": device, "dtype": dtype}
-        self.hc = TripletBranch(kernel_size, **factory)
-        self.cw = TripletBranch(kernel_size, **factory)
+        factory = {"spatial_dims": spatial_dims, "device": device, "dtype": dtype}
+        # (branch name, the axis of x it rotates into the pooled position), axes in order.
+        letters = _AXIS_LETTERS[-spatial_dims:]
+        self._rotated = tuple((_ROTATED_BRANCHES[a], 2 + i) for i, a in enumerate(letters))
+        for name, _ in self._rotated:
+            self.add_module(name, TripletBranch(kernel_size, **factory))
         self.hw = None if no_spatial else TripletBranch(kernel_size, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        # C–H: the rotated view (B, H, C, W) pools over H; its map lies on the (C, W) plane.
-        a_hc = self.hc(_z_pool(x, 2))  # (B, 1, C, W)
-        y = x * a_hc.permute(0, 2, 1, 3)  # (B, C, 1, W)
-        # C–W: the rotated view (B, W, H, C) pools over W; its map lies on the (H, C) plane.
-        a_cw = self.cw(_z_pool(x, 3).transpose(2, 3))  # (B, 1, H, C)
-        y = y + x * a_cw.permute(0, 3, 2, 1)  # (B, C, H, 1)
+        y = None
+        for name, axis in self._rotated:
+            # The rotated view x.transpose(1, axis) pools over `axis`; its map lies on the remaining
+            # axes with C in `axis`'s place: (B, 1, C, W) for H and (B, 1, H, C) for W in 2-D.
+            a = getattr(self, name)(_z_pool(x, axis).movedim(2, axis))
+            term = x * a.transpose(1, axis)  # rotated back: (B, C, ...) with 1 at `axis`
+            y = term if y is None else y + term
         if self.hw is None:
-            return y * 0.5
-        a_hw = self.hw(_z_pool(x, 1))  # (B, 1, H, W)
-        return (y + x * a_hw) * (1 / 3)
+            return y * (1 / len(self._rotated))
+        a_hw = self.hw(_z_pool(x, 1))  # (B, 1, *S)
+        return (y + x * a_hw) * (1 / (len(self._rotated) + 1))
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}, no_spatial={self.no_spatial}"
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, no_spatial={self.no_spatial}" + (
+            f", spatial_dims={self.spatial_dims}" if self.spatial_dims != 2 else ""
+        )
