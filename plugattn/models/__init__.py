@@ -1,8 +1,10 @@
 """Backbones with attention at the papers' places, retrofit into any model, and timm/mmcv interop.
 
 * :func:`create_model` / :func:`list_models` — the registered backbones (``resnet.py``: CIFAR
-  ResNets, Wide ResNets, ResNeXt-29 and the ImageNet-layout ResNets/ResNeXt; ``mobilenetv2.py``).
-* :mod:`~plugattn.models.blocks` — the residual blocks, each with one attention hook ``attn``.
+  ResNets, Wide ResNets, ResNeXt-29, the ImageNet-layout ResNets/ResNeXt, the 3-D ResNet-10 and the
+  1-D ResNet-18; ``mobilenetv2.py``; ``eegnet.py``: EEGNet for EEG trials ``(B, n_chans, n_times)``).
+* :mod:`~plugattn.models.blocks` — the residual blocks, each with one attention hook ``attn``, in 1-D,
+  2-D or 3-D (``spatial_dims``; layers by dimension in :mod:`~plugattn.models.layers`).
 * :mod:`~plugattn.models.placement` — the positions vocabulary shared by blocks and retrofit.
 * :func:`insert_attention` — attention into a model built elsewhere (torchvision, timm, ours).
 * :func:`mmcv_plugin` — an attention as an mmcv/mmdet plugin class.
@@ -10,6 +12,7 @@
 See ``docs/models.md``.
 """
 
+from plugattn.models import eegnet as _eegnet  # noqa: F401  (registers its model)
 from plugattn.models import mobilenetv2 as _mobilenetv2  # noqa: F401  (registers its models)
 from plugattn.models import resnet as _resnet  # noqa: F401  (registers its models)
 from plugattn.models.blocks import (
@@ -20,6 +23,8 @@ from plugattn.models.blocks import (
     ShortcutA,
     init_weights,
 )
+from plugattn.models.constraints import MaxNormConv2d, MaxNormLinear
+from plugattn.models.eegnet import EEGNET_POSITIONS, EEGNet
 from plugattn.models.features import FeatureInfo
 from plugattn.models.interop import AttentionPlugin, mmcv_plugin, register_mmcv_plugin
 from plugattn.models.mobilenetv2 import InvertedResidual, MobileNetV2
@@ -29,14 +34,18 @@ from plugattn.models.resnet import ResNet
 from plugattn.models.retrofit import AttentionAfter, AttentionBefore, find_blocks, insert_attention
 
 __all__ = [
+    "EEGNET_POSITIONS",
     "POSITIONS",
     "AttentionAfter",
     "AttentionBefore",
     "AttentionPlugin",
     "BasicBlock",
     "Bottleneck",
+    "EEGNet",
     "FeatureInfo",
     "InvertedResidual",
+    "MaxNormConv2d",
+    "MaxNormLinear",
     "MobileNetV2",
     "ModelEntry",
     "PreActBasicBlock",

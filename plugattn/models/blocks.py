@@ -7,7 +7,12 @@
 * :class:`PreActBasicBlock` — the pre-activation block of He et al. 2016b, "Identity Mappings in Deep
   Residual Networks", https://arxiv.org/abs/1603.05027, as Wide ResNets use it (Zagoruyko & Komodakis
   2016, https://arxiv.org/abs/1605.07146).
-* :class:`ShortcutA` — He et al. 2016's parameter-free "option A" shortcut for the CIFAR ResNets.
+* :class:`ShortcutA` — He et al. 2016's parameter-free "option A" shortcut for the CIFAR ResNets
+  (defined in :mod:`plugattn.models.layers` with the other shortcuts, re-exported here).
+
+Every block takes ``spatial_dims`` (1 signals ``(B, C, L)``, 2 images — the default, 3 volumes
+``(B, C, D, H, W)``), which picks its conv, norm and attention types; a 2-D block has the same layers,
+keys and parameters as before the option existed.
 
 A block's ``forward`` is its data flow written out: conv groups (conv → norm → activation), each
 passed through ``self.attend(y, after=i)``, which applies the attention module ``self.attn`` after the
@@ -21,14 +26,21 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from plugattn._checks import check_choice, check_float, check_int
+from plugattn._checks import check_float, check_int
 from plugattn.attention.registry import (
     AttentionSpec,
     attention_name_of,
     create_attention,
+)
+from plugattn.models.layers import (
+    SHORTCUTS,
+    ShortcutA,
+    batch_norm_nd,
+    check_spatial_dims,
+    conv_no_bias,
+    make_shortcut,
 )
 from plugattn.models.placement import default_position, group_index, is_empty
 
@@ -44,21 +56,27 @@ __all__ = [
     "init_weights",
 ]
 
-# "A": He et al.'s parameter-free option A (subsample + zero-pad channels); "B": 1×1 conv (+ BN) projection.
-SHORTCUTS = ("A", "B")
-
 
 def build_attention(
     attention: AttentionSpec,
     channels: int,
     attn_kwargs: dict[str, Any] | None = None,
     *,
+    spatial_dims: int = 2,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """``create_attention`` with factory keywords: passed on to registered modules (which all take
-    ``device``/``dtype``), applied with ``.to`` to anything else (a user factory need not take them)."""
+    ``device``/``dtype``), applied with ``.to`` to anything else (a user factory need not take them).
+    ``spatial_dims`` (1 signals, 2 images, 3 volumes) goes to ``create_attention``, which passes it to a
+    user's class or factory only when it is not 2."""
     kwargs = dict(attn_kwargs or {})
+    if "spatial_dims" in kwargs:
+        raise ValueError(
+            f"attn_kwargs may not set spatial_dims (got {kwargs['spatial_dims']!r}): the model gives its "
+            f"attention its own ({spatial_dims})"
+        )
+    kwargs["spatial_dims"] = check_spatial_dims(spatial_dims)
     factory = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     registered = isinstance(attention, str) or attention_name_of(attention) is not None
     if registered or not factory:
@@ -76,6 +94,7 @@ class ResidualBlock(nn.Module):
     """
 
     _group_channels: tuple[int, ...]  # output channels of each conv group, in order
+    spatial_dims: int = 2  # axes after the channels: 1 signals, 2 images, 3 volumes
     _attn_after: int  # the index of the conv group the attention follows
     attn: nn.Module
     attn_position: str
@@ -97,7 +116,9 @@ class ResidualBlock(nn.Module):
         position = default_position(attention) if position is None else position
         channels = self.attention_channels(position)
         try:
-            module = build_attention(attention, channels, attn_kwargs, device=device, dtype=dtype)
+            module = build_attention(
+                attention, channels, attn_kwargs, spatial_dims=self.spatial_dims, device=device, dtype=dtype
+            )
         except ValueError as err:
             raise ValueError(f"attention on this block's {channels}-channel map: {err}") from err
         self.install_attention(module, position)
@@ -124,52 +145,6 @@ class ResidualBlock(nn.Module):
         return f"attn_position={self.attn_position!r}"
 
 
-def conv_no_bias(
-    in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, **factory: Any
-) -> nn.Conv2d:
-    """A "same"-padded conv without bias (a norm follows it)."""
-    return nn.Conv2d(
-        in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False, **factory
-    )
-
-
-class ShortcutA(nn.Module):
-    """He et al. 2016's option-A shortcut: ``x[:, :, ::s, ::s]`` with zero channels padded on both sides.
-
-    Parameter-free; the padding is split as evenly as possible (16 → 32 channels: 8 zero channels
-    before, 8 after, as the reference CIFAR implementations do).
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
-        super().__init__()
-        if out_chs < in_chs:
-            raise ValueError(f"option-A shortcut cannot reduce channels: in_chs={in_chs}, out_chs={out_chs}")
-        self.stride = stride
-        self.pad_before = (out_chs - in_chs) // 2
-        self.pad_after = out_chs - in_chs - self.pad_before
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]  # (B, C_in, ceil(H/s), ceil(W/s))
-        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))  # (B, C_out, ...)
-
-    def extra_repr(self) -> str:
-        return f"stride={self.stride}, pad=({self.pad_before}, {self.pad_after})"
-
-
-def make_shortcut(
-    kind: str, in_chs: int, out_chs: int, stride: int, *, norm: bool = True, **factory: Any
-) -> nn.Module:
-    """The shortcut from ``in_chs`` to ``out_chs`` at ``stride``: the identity when the shapes match, else
-    option A (:class:`ShortcutA`) or option B (a 1×1 conv, followed by BatchNorm when ``norm``)."""
-    check_choice("shortcut", kind, SHORTCUTS)
-    if stride == 1 and in_chs == out_chs:
-        return nn.Identity()
-    if kind == "A":
-        return ShortcutA(in_chs, out_chs, stride)
-    conv = conv_no_bias(in_chs, out_chs, 1, stride, **factory)
-    return nn.Sequential(conv, nn.BatchNorm2d(out_chs, **factory)) if norm else conv
-
-
 class BasicBlock(ResidualBlock):
     """Two 3×3 convs: conv1 → bn1 → ReLU → conv2 → bn2, plus the shortcut, then ReLU.
 
@@ -181,6 +156,8 @@ class BasicBlock(ResidualBlock):
         groups, base_width: must stay 1 and 64 (ResNeXt widths need the Bottleneck).
         attention, position, attn_kwargs: the attention module, its position (``None``: its paper's;
             SCSA's ``"before_last_conv"`` is after conv1/bn1/ReLU here) and its keyword options.
+        spatial_dims: 1 (signals ``(B, C, L)``), 2 (images, default) or 3 (volumes ``(B, C, D, H, W)``):
+            the conv, norm and attention types; a 2-D block is unchanged by it.
         device, dtype: factory keywords.
 
     State-dict keys are torchvision's (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0/1``),
@@ -201,6 +178,7 @@ class BasicBlock(ResidualBlock):
         attention: AttentionSpec = None,
         position: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -211,13 +189,15 @@ class BasicBlock(ResidualBlock):
                 f"base_width={base_width} (use a Bottleneck model for ResNeXt widths)"
             )
         f = {"device": device, "dtype": dtype}
+        d, norm = {"spatial_dims": spatial_dims}, batch_norm_nd(spatial_dims)
         self.stride = stride
-        self.conv1 = conv_no_bias(in_chs, planes, 3, stride, **f)
-        self.bn1 = nn.BatchNorm2d(planes, **f)
+        self.spatial_dims = spatial_dims
+        self.conv1 = conv_no_bias(in_chs, planes, 3, stride, **d, **f)
+        self.bn1 = norm(planes, **f)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = conv_no_bias(planes, planes, 3, **f)
-        self.bn2 = nn.BatchNorm2d(planes, **f)
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, **f)
+        self.conv2 = conv_no_bias(planes, planes, 3, **d, **f)
+        self.bn2 = norm(planes, **f)
+        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, **d, **f)
         self.act2 = nn.ReLU(inplace=True)
         self._group_channels = (planes, planes)
         self.set_attention(attention, position, attn_kwargs, **f)
@@ -245,6 +225,7 @@ class Bottleneck(ResidualBlock):
         groups, base_width: ResNeXt cardinality and width per group (defaults 1 and 64).
         attention, position, attn_kwargs: as :class:`BasicBlock`; SCSA's ``"before_last_conv"`` is
             after conv2/bn2/ReLU (``width`` channels).
+        spatial_dims: as :class:`BasicBlock`.
         device, dtype: factory keywords.
 
     State-dict keys are torchvision's (``conv1..3``, ``bn1..3``, ``downsample.0/1``), plus ``attn.*``.
@@ -264,6 +245,7 @@ class Bottleneck(ResidualBlock):
         attention: AttentionSpec = None,
         position: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -271,18 +253,20 @@ class Bottleneck(ResidualBlock):
         check_int("groups", groups, minimum=1)
         check_int("base_width", base_width, minimum=1)
         f = {"device": device, "dtype": dtype}
+        d, norm = {"spatial_dims": spatial_dims}, batch_norm_nd(spatial_dims)
         width = int(planes * (base_width / 64.0)) * groups
         out_chs = planes * self.expansion
         self.stride = stride
-        self.conv1 = conv_no_bias(in_chs, width, 1, **f)
-        self.bn1 = nn.BatchNorm2d(width, **f)
+        self.spatial_dims = spatial_dims
+        self.conv1 = conv_no_bias(in_chs, width, 1, **d, **f)
+        self.bn1 = norm(width, **f)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = conv_no_bias(width, width, 3, stride, groups=groups, **f)
-        self.bn2 = nn.BatchNorm2d(width, **f)
+        self.conv2 = conv_no_bias(width, width, 3, stride, groups=groups, **d, **f)
+        self.bn2 = norm(width, **f)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = conv_no_bias(width, out_chs, 1, **f)
-        self.bn3 = nn.BatchNorm2d(out_chs, **f)
-        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride, **f)
+        self.conv3 = conv_no_bias(width, out_chs, 1, **d, **f)
+        self.bn3 = norm(out_chs, **f)
+        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride, **d, **f)
         self.act3 = nn.ReLU(inplace=True)
         self._group_channels = (width, width, out_chs)
         self.set_attention(attention, position, attn_kwargs, **f)
@@ -312,7 +296,7 @@ class PreActBasicBlock(ResidualBlock):
         shortcut: ``"B"`` (1×1 conv, default) or ``"A"``.
         drop_rate: dropout between the convs (default 0; the WRN paper uses 0.3 on some datasets).
         groups, base_width: must stay 1 and 64.
-        attention, position, attn_kwargs, device, dtype: as :class:`BasicBlock`.
+        attention, position, attn_kwargs, spatial_dims, device, dtype: as :class:`BasicBlock`.
 
     ``zero_init_last`` zeroes conv2's weight (there is no last BN), as timm does for pre-activation blocks.
     """
@@ -332,6 +316,7 @@ class PreActBasicBlock(ResidualBlock):
         attention: AttentionSpec = None,
         position: str | None = None,
         attn_kwargs: dict[str, Any] | None = None,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -343,15 +328,17 @@ class PreActBasicBlock(ResidualBlock):
             )
         check_float("drop_rate", drop_rate, low=0, high=1, high_open=True)
         f = {"device": device, "dtype": dtype}
+        d, norm = {"spatial_dims": spatial_dims}, batch_norm_nd(spatial_dims)
         self.stride = stride
-        self.bn1 = nn.BatchNorm2d(in_chs, **f)
+        self.spatial_dims = spatial_dims
+        self.bn1 = norm(in_chs, **f)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv1 = conv_no_bias(in_chs, planes, 3, stride, **f)
-        self.bn2 = nn.BatchNorm2d(planes, **f)
+        self.conv1 = conv_no_bias(in_chs, planes, 3, stride, **d, **f)
+        self.bn2 = norm(planes, **f)
         self.act2 = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop_rate)
-        self.conv2 = conv_no_bias(planes, planes, 3, **f)
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, norm=False, **f)
+        self.conv2 = conv_no_bias(planes, planes, 3, **d, **f)
+        self.downsample = make_shortcut(shortcut, in_chs, planes, stride, norm=False, **d, **f)
         # Whether the shortcut sees the pre-activated input (set once; not an attention switch).
         self.shortcut_preact = not isinstance(self.downsample, nn.Identity)
         self._group_channels = (planes, planes)
@@ -382,9 +369,9 @@ def init_weights(
 ) -> None:
     """The papers' code's initialisation of a backbone, leaving attention modules as they built themselves.
 
-    * Conv2d: Kaiming-normal, ``mode="fan_out"``, ReLU gain (He et al. 2015,
+    * Conv1d/2d/3d: Kaiming-normal, ``mode="fan_out"``, ReLU gain (He et al. 2015,
       https://arxiv.org/abs/1502.01852; torchvision's and the reference CIFAR codes' choice); biases 0.
-    * BatchNorm/GroupNorm: weight 1, bias 0.
+    * BatchNorm (1-D, 2-D, 3-D)/GroupNorm: weight 1, bias 0.
     * Linear: PyTorch's default when ``linear_std`` is ``None`` (torchvision ResNet), else
       ``N(0, linear_std²)`` with bias 0 (torchvision MobileNetV2: 0.01).
     * ``zero_init_residual``: then zero the last BN of every residual branch (Goyal et al. 2017,
@@ -393,11 +380,11 @@ def init_weights(
     skip = _attention_modules(model)
     modules: Iterable[nn.Module] = (m for m in model.modules() if id(m) not in skip)
     for m in modules:
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear) and linear_std is not None:

@@ -12,6 +12,13 @@
   stages, stride on the Bottleneck's 3×3 conv) and state-dict keys; ``stem="small"`` swaps the stem for
   a 3×3 stride-1 conv without max-pool for CIFAR/STL-sized inputs. ``wide_resnet18_2`` is ResNet-18
   with every stage twice as wide (128/256/512/1024; the stem stays 64, as WRNs keep theirs).
+* ``resnet10_3d`` — a 3-D ResNet-10 as Hara et al. 2018, "Can Spatiotemporal 3D CNNs Retrace the
+  History of 2D CNNs and ImageNet?", https://arxiv.org/abs/1711.09577 (their code's defaults): 7×7×7
+  stem of 64 with stride (1, 2, 2), 3×3×3 stride-2 max-pool, one 3×3×3 BasicBlock per stage at
+  64/128/256/512, 1×1×1 conv + BN shortcuts ("B"), global average pool, 400 classes (Kinetics).
+  Input ``(B, C, D, H, W)``; ``widths=(8, 16, 32, 64), stem_width=8`` builds a narrow one.
+* ``resnet18_1d`` — ResNet-18 with every conv, norm and pool 1-D, for signals ``(B, C, L)``: kernel-7
+  stride-2 stem + stride-2 max-pool, two kernel-3 BasicBlocks per stage at 64/128/256/512.
 """
 
 from __future__ import annotations
@@ -26,6 +33,13 @@ from plugattn._checks import check_choice, check_float, check_int
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, init_weights
 from plugattn.models.features import FeatureInfo
+from plugattn.models.layers import (
+    adaptive_avg_pool_nd,
+    batch_norm_nd,
+    check_spatial_dims,
+    conv_nd,
+    max_pool_nd,
+)
 from plugattn.models.placement import POSITIONS, check_stages, naming_the_block
 from plugattn.models.registry import register_model
 
@@ -37,8 +51,10 @@ BLOCKS: dict[str, type[BasicBlock | Bottleneck | PreActBasicBlock]] = {
     "preact": PreActBasicBlock,
 }
 # "imagenet": 7×7 stride-2 conv + BN + ReLU + 3×3 stride-2 max-pool (reduction 4);
-# "small":    3×3 stride-1 conv + BN + ReLU, no pool (reduction 1) — the CIFAR stem.
-STEMS = ("imagenet", "small")
+# "small":    3×3 stride-1 conv + BN + ReLU, no pool (reduction 1) — the CIFAR stem;
+# "video":    7×7×7 conv with stride (1, 2, 2) — depth/time kept, H and W halved — + BN + ReLU + 3×3×3
+#             stride-2 max-pool (reduction 2 in depth, 4 in H and W): Hara et al. 2018's 3-D stem.
+STEMS = ("imagenet", "small", "video")
 
 
 def _check_layout(
@@ -58,6 +74,22 @@ def _check_layout(
     check_choice("shortcut", shortcut, SHORTCUTS)
 
 
+def _stem(
+    stem: str, in_chans: int, stem_width: int, preact: bool, spatial_dims: int, **f: Any
+) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """conv1, bn1, act1, maxpool of ``stem``. Pre-activation nets have no norm here: each block
+    normalises its own input."""
+    if stem == "video" and spatial_dims != 3:
+        raise ValueError(f"stem 'video' is a 3-D stem (spatial_dims=3), got spatial_dims={spatial_dims}")
+    k, s = (7, 2) if stem != "small" else (3, 1)
+    stride = (1, 2, 2) if stem == "video" else s
+    conv = conv_nd(spatial_dims)(in_chans, stem_width, k, stride, k // 2, bias=False, **f)
+    bn = nn.Identity() if preact else batch_norm_nd(spatial_dims)(stem_width, **f)
+    act = nn.Identity() if preact else nn.ReLU(inplace=True)
+    pool = max_pool_nd(spatial_dims)(3, 2, 1) if stem != "small" else nn.Identity()
+    return conv, bn, act, pool
+
+
 class ResNet(nn.Module):
     """A ResNet of any block type, depth and width, with attention in its blocks.
 
@@ -65,7 +97,7 @@ class ResNet(nn.Module):
         block: ``"basic"``, ``"bottleneck"`` or ``"preact"`` (Wide ResNet's pre-activation block).
         layers: blocks per stage.
         widths: ``planes`` per stage (a Bottleneck outputs ``4 · planes``).
-        stem: ``"imagenet"`` or ``"small"`` (see :data:`STEMS`).
+        stem: ``"imagenet"``, ``"small"`` or ``"video"`` (3-D only; see :data:`STEMS`).
         stem_width: channels of the stem conv.
         shortcut: ``"A"`` (parameter-free) or ``"B"`` (1×1 conv + BN; conv only in pre-activation
             blocks) where a block changes shape.
@@ -79,7 +111,11 @@ class ResNet(nn.Module):
         attn_kwargs: keyword options of the attention module.
         zero_init_residual: zero the last BN of each residual branch (see :func:`init_weights`).
         features_only: no classifier; ``forward`` returns the list of stage outputs, described by
-            ``feature_info`` (``num_chs``, ``reduction`` = stride w.r.t. the input, ``module``).
+            ``feature_info`` (``num_chs``, ``reduction`` = stride w.r.t. the input — in H and W for the
+            ``"video"`` stem, whose depth axis is reduced half as much — ``module``).
+        spatial_dims: 1 (signals ``(B, C, L)``), 2 (images, default) or 3 (volumes or clips
+            ``(B, C, D, H, W)``): every conv, norm, pool and attention module takes that many axes. A
+            2-D ResNet is unchanged by the option (same layers, keys and parameters).
         device, dtype: factory keywords.
 
     Stages are ``layer1``…``layerN``; a stage's first block carries the stride (1 for ``layer1``, 2
@@ -107,11 +143,13 @@ class ResNet(nn.Module):
         attn_kwargs: dict[str, Any] | None = None,
         zero_init_residual: bool = False,
         features_only: bool = False,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         _check_layout(block, layers, widths, stem, stem_width, shortcut)
+        self.spatial_dims = check_spatial_dims(spatial_dims)  # the input's axes after its channels
         check_int("num_classes", num_classes, minimum=1)
         check_int("in_chans", in_chans, minimum=1)
         if position is not None:
@@ -119,7 +157,8 @@ class ResNet(nn.Module):
         with_attention = check_stages(stages, len(layers))
         block_cls = BLOCKS[block]
         preact = block_cls is PreActBasicBlock
-        block_kwargs: dict[str, Any] = {"shortcut": shortcut, "groups": groups, "base_width": base_width}
+        block_kwargs: dict[str, Any] = {"shortcut": shortcut, "groups": groups, "base_width": base_width,
+                                        "spatial_dims": spatial_dims}  # fmt: skip
         if preact:
             block_kwargs["drop_rate"] = drop_rate
         elif check_float("drop_rate", drop_rate) != 0:
@@ -127,15 +166,12 @@ class ResNet(nn.Module):
         f = {"device": device, "dtype": dtype}
         self.features_only = features_only
 
-        # Stem. Pre-activation nets have no norm here: each block normalises its own input.
-        stem_k, stem_s = (7, 2) if stem == "imagenet" else (3, 1)
-        self.conv1 = nn.Conv2d(in_chans, stem_width, stem_k, stem_s, stem_k // 2, bias=False, **f)
-        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_width, **f)
-        self.act1 = nn.Identity() if preact else nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+        self.conv1, self.bn1, self.act1, self.maxpool = _stem(
+            stem, in_chans, stem_width, preact, spatial_dims, **f
+        )
 
         # Stages: the first block of each carries the stride (1 for layer1, 2 after).
-        in_chs, reduction = stem_width, 4 if stem == "imagenet" else 1
+        in_chs, reduction = stem_width, 1 if stem == "small" else 4
         self.feature_info = FeatureInfo()
         self._stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(layers)))
         widths_note = f"the stage widths here are {list(widths)}"
@@ -159,15 +195,15 @@ class ResNet(nn.Module):
         self.num_features = in_chs
 
         # Head: pre-activation nets normalise the last stage's output before pooling.
-        self.head_norm = nn.BatchNorm2d(in_chs, **f) if preact else nn.Identity()
+        self.head_norm = batch_norm_nd(spatial_dims)(in_chs, **f) if preact else nn.Identity()
         self.head_act = nn.ReLU(inplace=True) if preact else nn.Identity()
         if not features_only:
-            self.global_pool = nn.AdaptiveAvgPool2d(1)
+            self.global_pool = adaptive_avg_pool_nd(spatial_dims)(1)
             self.fc = nn.Linear(in_chs, num_classes, **f)
         init_weights(self, zero_init_residual=zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage, ``(B, num_chs_i, H / reduction_i, W / reduction_i)``."""
+        """The output of every stage, ``(B, num_chs_i, H / reduction_i, W / reduction_i)`` in 2-D."""
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         features = []
         for name in self._stage_names:
@@ -244,3 +280,24 @@ for _name, (_block, _layers, _widths, _groups, _base_width) in _IMAGENET_RESNETS
         paper=_XIE if _groups > 1 else _WRN if _name.startswith("wide") else _HE,
         family="resnet",
     )  # fmt: skip
+
+# Other dimensions, the same builder: blocks, stem and pools take spatial_dims.
+register_model(
+    "resnet10_3d",
+    ResNet,
+    {"block": "basic", "layers": (1, 1, 1, 1), "widths": (64, 128, 256, 512), "stem": "video",
+     "stem_width": 64, "shortcut": "B", "spatial_dims": 3},
+    num_classes=400,
+    paper="Hara et al., CVPR 2018, https://arxiv.org/abs/1711.09577",
+    family="resnet-3d",
+)  # fmt: skip
+
+register_model(
+    "resnet18_1d",
+    ResNet,
+    {"block": "basic", "layers": (2, 2, 2, 2), "widths": (64, 128, 256, 512), "stem": "imagenet",
+     "stem_width": 64, "shortcut": "B", "spatial_dims": 1},
+    num_classes=2,
+    paper=_HE,
+    family="resnet-1d",
+)  # fmt: skip

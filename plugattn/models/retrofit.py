@@ -208,7 +208,7 @@ def _plan_own(name: str, block: ResidualBlock, position: str) -> _Plan:
         name,
         block,
         block.attention_channels(position),
-        _factory(block),
+        {**_factory(block), "spatial_dims": block.spatial_dims},  # a 1-D or 3-D block's map
         lambda a: block.install_attention(a, position),
     )
 

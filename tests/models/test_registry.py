@@ -27,6 +27,9 @@ ALL_MODELS = [
     "wrn16_8",
     "wrn28_10",
 ]
+# Models of signals and volumes (tests/models/test_signals_volumes.py): not image models, so the
+# image tests parametrized over ALL_MODELS leave them out.
+OTHER_DIMS_MODELS = ["eegnet", "resnet10_3d", "resnet18_1d"]
 CIFAR_MODELS = {
     "resnet20",
     "resnet32",
@@ -40,7 +43,7 @@ CIFAR_MODELS = {
 
 
 def test_list_models_is_sorted_and_complete():
-    assert plugattn.list_models() == ALL_MODELS
+    assert plugattn.list_models() == sorted(ALL_MODELS + OTHER_DIMS_MODELS)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -57,7 +60,8 @@ def test_names_are_case_insensitive():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"model must be one of mobilenet_v2, .*resnet20.*; got 'resnet19'"):
+    known = r"model must be one of eegnet, mobilenet_v2, .*resnet20.*; got 'resnet19'"
+    with pytest.raises(ValueError, match=known):
         plugattn.create_model("resnet19")
 
 
@@ -119,7 +123,7 @@ def test_unknown_option_is_named():
     "kwargs,match",
     [
         ({"shortcut": "C"}, r"shortcut must be one of 'A', 'B'; got 'C'"),
-        ({"stem": "deep"}, r"stem must be one of 'imagenet', 'small'; got 'deep'"),
+        ({"stem": "deep"}, r"stem must be one of 'imagenet', 'small', 'video'; got 'deep'"),
         ({"drop_rate": 0.3}, r"drop_rate applies to pre-activation blocks only"),
         ({"groups": 2}, r"BasicBlock takes groups=1 and base_width=64 only, got groups=2"),
         ({"layers": (3, 3)}, r"layers and widths must be non-empty sequences of equal length"),
