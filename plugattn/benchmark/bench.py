@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -166,13 +167,15 @@ def _parse_list(name: str, value: str | Sequence[str]) -> list[str]:
     return items
 
 
-def _parse_shape(name: str, value: str | Sequence[int], length: int) -> tuple[int, ...]:
+def _parse_shape(name: str, value: str | Sequence[int], length: int | tuple[int, ...]) -> tuple[int, ...]:
+    lengths = (length,) if isinstance(length, int) else length
     try:
         dims = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
     except (TypeError, ValueError):
         dims = ()
-    if len(dims) != length or any(d < 1 for d in dims):
-        raise ValueError(f"{name} must be {length} positive integers, got {value!r}")
+    if len(dims) not in lengths or any(d < 1 for d in dims):
+        counts = " or ".join(map(str, lengths))
+        raise ValueError(f"{name} must be {counts} positive integers, got {value!r}")
     return dims
 
 
@@ -339,13 +342,19 @@ def _model_candidates(
 ) -> tuple[torch.Tensor, dict[str, nn.Module], str]:
     """A batch of images and ``model`` with each attention, the one without attention always among
     them (the baseline, named ``"none"`` unless the user named it)."""
-    from plugattn.models import create_model
+    from plugattn.models import create_model, model_entry
 
-    c, h, w = _parse_shape("input_size", input_size, 3)
-    x = torch.randn(batch, c, h, w, generator=generator)
+    # C,H,W for images; C,L for signals (a model sized by its input length, EEGNet, is built for L);
+    # C,D,H,W for volumes.
+    c, *sides = _parse_shape("input_size", input_size, (2, 3, 4))
+    x = torch.randn(batch, c, *sides, generator=generator)
+    sized = "n_times" in inspect.signature(model_entry(model).builder).parameters and len(sides) == 1
+    extra = {"n_times": sides[0]} if sized else {}
     baseline = next((n for n in names if n.lower() == "none"), None)
     if baseline is None:
         baseline = "none"
         names = [baseline, *names]
-    modules = {n: create_model(model, attention=None if n == baseline else n, in_chans=c) for n in names}
+    modules = {
+        n: create_model(model, attention=None if n == baseline else n, in_chans=c, **extra) for n in names
+    }
     return x, modules, baseline

@@ -11,7 +11,7 @@ import torch
 
 from plugattn.attention import attention_entry, create_attention, list_attention
 from plugattn.cli.parser import RECIPE_FLAGS
-from plugattn.engine.config import resolve_config
+from plugattn.engine.config import default_preset, resolve_config
 
 __all__ = ["COMMANDS", "cmd_list"]
 
@@ -35,7 +35,7 @@ def _overrides(args: argparse.Namespace, *, with_attention: bool) -> dict[str, A
 
 
 def _config(args: argparse.Namespace, *, with_attention: bool):
-    preset = args.preset if args.preset or args.config else "fmnist-cpu"
+    preset = args.preset if args.preset or args.config else default_preset(getattr(args, "data", None))
     return resolve_config(preset, args.config, _overrides(args, with_attention=with_attention)), preset
 
 

@@ -145,7 +145,11 @@ def _add_export_parser(sub) -> argparse.ArgumentParser:
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
-    p.add_argument("--preset", help=f"recipe preset: {', '.join(list_presets())} (default fmnist-cpu)")
+    p.add_argument(
+        "--preset",
+        help=f"recipe preset: {', '.join(list_presets())} (default: the dataset's own, e.g. eegnet-blink "
+        "for eeg-blink; else fmnist-cpu)",
+    )
     p.add_argument("--config", help="a YAML file of config fields (applied after the preset)")
     p.add_argument("--model", help="backbone (plugattn.list_models())")
     if compare:

@@ -18,7 +18,7 @@ from plugattn._registry import Registry, is_no_attention
 from plugattn.data.registry import dataset_entry, list_datasets
 from plugattn.engine.progressive import check_progressive
 
-__all__ = ["PRESETS", "TrainConfig", "list_presets", "load_yaml", "resolve_config"]
+__all__ = ["PRESETS", "TrainConfig", "default_preset", "list_presets", "load_yaml", "resolve_config"]
 
 
 @dataclass
@@ -211,11 +211,56 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "test_flip": True,
         "eval_every": 5,
     },
+    # EEGNet (+ HAM on its feature sequence) on real EEG trials, sized for a minute on two CPU cores:
+    # AdamW at 1e-3 (the EEGNet paper trains with Adam at Keras's default 1e-3), batch 64, cosine decay,
+    # no augmentation, the test split evaluated every 10 epochs and after the last. fp32 on every
+    # machine: a model of two thousand weights gains little from bf16, and results stay comparable
+    # across CPUs with and without native bf16. Measured in docs/signals.md.
+    "eegnet-blink": {
+        "data": "eeg-blink",
+        "model": "eegnet",
+        "attention": "ham",
+        "epochs": 100,
+        "batch_size": 64,
+        "eval_batch_size": 500,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-2,
+        "schedule": "cosine",
+        "augment": {},
+        "eval_every": 10,
+        "amp": "none",
+    },
+    "eegnet-scp1": {
+        "data": "eeg-scp1",
+        "model": "eegnet",
+        "attention": "ham",
+        "epochs": 100,
+        "batch_size": 64,
+        "eval_batch_size": 500,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-2,
+        "schedule": "cosine",
+        "augment": {},
+        "eval_every": 10,
+        "amp": "none",
+    },
 }
 
 PRESETS: Registry[dict[str, Any]] = Registry("preset")
 for _name, _fields in _PRESETS.items():
     PRESETS.register(_name, _fields)
+
+# The recipe a run follows when it names neither a preset nor a config file: its dataset's own, where
+# one exists (an image recipe's resizing and flips mean nothing on an EEG trial), else fmnist-cpu.
+# Any other .ts set (data "ts") follows the Blink recipe.
+DATA_PRESETS = {"eeg-blink": "eegnet-blink", "eeg-scp1": "eegnet-scp1", "ts": "eegnet-blink"}
+
+
+def default_preset(data: str | None) -> str:
+    """The preset of a run on dataset ``data`` that names no recipe (``fmnist-cpu`` unless listed)."""
+    return DATA_PRESETS.get(str(data).lower(), "fmnist-cpu") if data is not None else "fmnist-cpu"
 
 
 # Fields that only some optimisers or schedules read: (the field that decides, the values that read it).

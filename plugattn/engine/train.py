@@ -30,8 +30,8 @@ def autocast_context(device: torch.device, amp: str):
 
 def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
     x = x.to(device, non_blocking=True)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last and x.dim() in (4, 5):  # signals (B, C, L) have no channels_last layout
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
     return x, y.to(device, non_blocking=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,14 @@ from plugattn.data import create_dataset, dataset_entry
 from plugattn.engine.config import TrainConfig
 from plugattn.models import create_model, model_entry
 
-__all__ = ["build_model", "check_recipe", "check_same_classes", "datasets"]
+__all__ = [
+    "build_model",
+    "check_data_fits_recipe",
+    "check_recipe",
+    "check_same_classes",
+    "datasets",
+    "input_kwargs",
+]
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, **extra: Any) -> nn.Module:
@@ -45,13 +53,56 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, **extra: Any)
     return model
 
 
+_LAYOUTS = {1: "signals (B, C, L)", 2: "images (B, C, H, W)", 3: "volumes (B, C, D, H, W)"}
+
+
+def input_kwargs(cfg: TrainConfig, signal_length: int | None) -> dict[str, Any]:
+    """What the model needs to know of its input besides its channels: ``n_times`` for a model whose
+    classifier is sized for the trial length (EEGNet), taken from the data unless the recipe sets it."""
+    accepted = inspect.signature(model_entry(cfg.model).builder).parameters
+    if "n_times" not in accepted or "n_times" in cfg.model_kwargs:
+        return {}
+    if signal_length is None:
+        raise ValueError(
+            f"model {cfg.model} takes {_LAYOUTS[1]}, but {cfg.data} holds images: choose a model for "
+            "images (e.g. resnet20), or a signal dataset (e.g. eeg-blink)"
+        )
+    return {"n_times": signal_length}
+
+
+def check_data_fits_recipe(cfg: TrainConfig, dataset, model: nn.Module) -> None:
+    """The model takes the data's kind of input, and image-only parts of a recipe refuse signals, each
+    with the field to change (not a shape error deep in the first convolution): resizing and flipping an
+    EEG trial have no meaning."""
+    data_dims = 1 if getattr(dataset, "signal_length", None) is not None else 2
+    model_dims = getattr(model, "spatial_dims", 2)
+    if model_dims != data_dims:
+        fits = "eegnet or resnet18_1d" if data_dims == 1 else "resnet20 or another image model"
+        raise ValueError(
+            f"model {cfg.model} takes {_LAYOUTS[model_dims]}, but {cfg.data} holds {_LAYOUTS[data_dims]}: "
+            f"choose a model for {_LAYOUTS[data_dims].split()[0]} (e.g. {fits})"
+        )
+    if data_dims == 2:
+        return
+    if cfg.progressive_resize:
+        raise ValueError(
+            f"progressive_resize={cfg.progressive_resize} resizes images; {cfg.data} holds signals "
+            "(B, C, L): set progressive_resize: {} (or use the dataset's preset)"
+        )
+    if cfg.test_flip:
+        raise ValueError(
+            f"test_flip mirrors images; {cfg.data} holds signals (B, C, L): set test_flip: false "
+            "(or use the dataset's preset)"
+        )
+
+
 def check_recipe(cfg: TrainConfig) -> None:
     """Fail in a second, not after the dataset has been read: the names, then the model's options and
     the attention's widths (the model is built on the meta device: no memory, no time)."""
     model_entry(cfg.model)
     if cfg.attention is not None:
         attention_entry(cfg.attention)
-    build_model(cfg, num_classes=2, in_chans=1, device="meta")
+    build_model(cfg, num_classes=2, in_chans=1, device="meta", **input_kwargs(cfg, 1024))
 
 
 def datasets(cfg: TrainConfig, log: Callable[[str], object] = print):

@@ -14,7 +14,7 @@ from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import resolve_device
 from plugattn.engine.train import evaluate
 from plugattn.report import write_evaluation
-from plugattn.runs.build import build_model, check_same_classes
+from plugattn.runs.build import build_model, check_same_classes, input_kwargs
 from plugattn.runs.directory import RunDirectory, check_output_dir
 
 __all__ = ["checkpoint_file", "evaluate_checkpoint", "input_shape", "load_model", "model_from_checkpoint"]
@@ -30,7 +30,9 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """The model a loaded checkpoint describes, with its weights."""
     cfg = TrainConfig.from_dict(ckpt["config"])
     meta = ckpt.get("meta", {})
-    model = build_model(cfg, meta["num_classes"], meta["in_chans"])
+    model = build_model(
+        cfg, meta["num_classes"], meta["in_chans"], **input_kwargs(cfg, meta.get("signal_length"))
+    )
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
@@ -69,8 +71,8 @@ def evaluate_checkpoint(
     dataset = create_dataset(data, split, root=data_dir or (cfg.data_dir if same_data else None), **options)
     if dataset.in_chans != meta["in_chans"]:
         raise ValueError(
-            f"the checkpoint was trained on {meta['in_chans']}-channel images; "
-            f"{data}/{split} has {dataset.in_chans}-channel images"
+            f"the checkpoint was trained on {meta['in_chans']}-channel inputs; "
+            f"{data}/{split} has {dataset.in_chans} channels"
         )
     check_same_classes(list(meta["classes"]), dataset, f"{data}/{split}")
     model = model_from_checkpoint(ckpt).to(dev)
@@ -102,9 +104,12 @@ def checkpoint_file(checkpoint: str | Path) -> Path:
     return path / RunDirectory.CHECKPOINT if path.is_dir() else path
 
 
-def input_shape(ckpt: dict[str, Any]) -> tuple[int, int, int]:
-    """``(C, H, W)`` of the images a checkpoint's model was trained on (after augmentation's crop)."""
+def input_shape(ckpt: dict[str, Any]) -> tuple[int, ...]:
+    """``(C, H, W)`` of the images a checkpoint's model was trained on (after augmentation's crop), or
+    ``(C, L)`` of its signals."""
     cfg, meta = TrainConfig.from_dict(ckpt["config"]), ckpt["meta"]
+    if meta.get("signal_length"):
+        return (meta["in_chans"], meta["signal_length"])
     size = cfg.augment.get("size") or meta.get("image_size")
     if isinstance(size, (list, tuple)):
         return (meta["in_chans"], *size)

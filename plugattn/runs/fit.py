@@ -29,7 +29,7 @@ from plugattn.engine.numerics import Numerics, resolve_numerics
 from plugattn.engine.optim import build_optimizer, build_scheduler
 from plugattn.engine.progressive import epoch_scale
 from plugattn.engine.train import evaluate, train_one_epoch
-from plugattn.runs.build import build_model, check_recipe, datasets
+from plugattn.runs.build import build_model, check_data_fits_recipe, check_recipe, datasets, input_kwargs
 from plugattn.runs.directory import RunDirectory, check_output_dir
 from plugattn.runs.environment import environment
 
@@ -183,6 +183,13 @@ def _set_up_process(cfg: TrainConfig, dist: DistInfo) -> None:
 def _build(cfg: TrainConfig, device: torch.device, dist: DistInfo, numerics: Numerics, log: Log) -> Training:
     """Data, model, optimiser, schedule and loss scaler, as the recipe says."""
     train_set, test_set = datasets(cfg, log)
+    # The model first: one that does not take this data says so before any loader is made (the
+    # loaders draw from their own generators, so the order changes no random number).
+    signal_length = getattr(train_set, "signal_length", None)
+    model = build_model(
+        cfg, len(train_set.classes), train_set.in_chans, **input_kwargs(cfg, signal_length)
+    ).to(device)
+    check_data_fits_recipe(cfg, train_set, model)
 
     def loader(dataset, *, train: bool, batch_size: int):
         return create_loader(
@@ -198,7 +205,6 @@ def _build(cfg: TrainConfig, device: torch.device, dist: DistInfo, numerics: Num
 
     train_loader = loader(train_set, train=True, batch_size=cfg.batch_size // dist.world_size)
     test_loader = loader(test_set, train=False, batch_size=cfg.eval_batch_size)
-    model = build_model(cfg, len(train_set.classes), train_set.in_chans).to(device)
     if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.enabled and device.type == "cuda":
@@ -256,6 +262,7 @@ def _meta(train_set, numerics: Numerics) -> dict[str, Any]:
         "mean": list(train_set.mean),
         "std": list(train_set.std),
         "image_size": getattr(train_set, "image_size", None),
+        "signal_length": getattr(train_set, "signal_length", None),  # samples per trial, for signals
         "numerics": dataclasses.asdict(numerics),
         "plugattn": plugattn.__version__,
     }

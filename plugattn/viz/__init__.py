@@ -56,6 +56,11 @@ def visualise(
         raise ValueError("give either data (a dataset's images) or image (image files), not both")
     out = check_output_dir(out)
     models = [_load(p) for p in paths]
+    if len(models[0]["shape"]) != 3:
+        raise ValueError(
+            f"plugattn viz draws images; {paths[0]} was trained on inputs of shape {models[0]['shape']} "
+            "(signals): take its modules' maps with plugattn.attention_maps(model, x) instead"
+        )
     _check_comparable(models, paths)
     x, labels = _images(models[0], data=data, data_dir=data_dir, split=split, n=n, files=images)
     views = [_view(m, x, cams, layer) for m in models]

@@ -236,7 +236,27 @@ def test_presets_hold_the_papers_recipes():
         0.1,
         100,
     )
-    assert set(PRESETS) == {"ham-cifar", "ham-stl10", "scsa-imagenet", "fmnist-cpu"}
+    for name, data in (("eegnet-blink", "eeg-blink"), ("eegnet-scp1", "eeg-scp1")):
+        eeg = resolve_config(name)
+        recipe = (
+            eeg.data,
+            eeg.model,
+            eeg.optimizer,
+            eeg.lr,
+            eeg.batch_size,
+            eeg.epochs,
+            eeg.schedule,
+            eeg.amp,
+        )
+        assert recipe == (data, "eegnet", "adamw", 1e-3, 64, 100, "cosine", "none")
+    assert set(PRESETS) == {
+        "ham-cifar",
+        "ham-stl10",
+        "scsa-imagenet",
+        "fmnist-cpu",
+        "eegnet-blink",
+        "eegnet-scp1",
+    }
     assert math.isfinite(TrainConfig().lr)
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from plugattn import runs
-from plugattn.data import create_dataset, create_loader
+from plugattn.data import SignalDataset, create_dataset, create_loader
 from plugattn.engine import build_optimizer, build_scheduler
 from plugattn.engine.config import PRESETS, resolve_config
 from plugattn.engine.numerics import resolve_numerics
 from plugattn.engine.train import train_one_epoch
-from plugattn.runs.build import build_model
+from plugattn.runs.build import build_model, input_kwargs
 from tests.data.formats import write_imagefolder
 
 # The shapes of the presets' real datasets: (channels, pixels, classes).
@@ -27,17 +27,24 @@ REAL_SHAPES = {
     "stl10": (3, 96, 10),  # the HAM paper's STL-10 runs at the full 96×96
     "fashion-mnist": (1, 28, 10),
 }
+# The presets' real signal sets: (electrodes, samples per trial, classes).
+REAL_SIGNALS = {"eeg-blink": (4, 510, 2), "eeg-scp1": (6, 896, 2)}
 BATCH = 4  # a few images: the model and the pipeline are what is checked, not throughput
 
 
 def test_every_preset_is_covered():
-    assert {cfg["data"] for cfg in PRESETS.values()} <= {*REAL_SHAPES, "imagefolder"}
+    assert {cfg["data"] for cfg in PRESETS.values()} <= {*REAL_SHAPES, *REAL_SIGNALS, "imagefolder"}
 
 
 def one_batch(cfg, tmp_path: Path):
     if cfg.data == "imagefolder":
         write_imagefolder(tmp_path, "train", per_class=2, size=(300, 260))  # larger than the crop
         dataset = create_dataset("imagefolder", "train", root=tmp_path)
+    elif cfg.data in REAL_SIGNALS:
+        c, length, k = REAL_SIGNALS[cfg.data]
+        g = torch.Generator().manual_seed(0)
+        signals = torch.randn(BATCH, c, length, generator=g)
+        dataset = SignalDataset(signals, torch.arange(BATCH) % k, [f"c{i}" for i in range(k)], cfg.data)
     else:
         c, size, k = REAL_SHAPES[cfg.data]
         dataset = create_dataset(
@@ -52,9 +59,13 @@ def one_batch(cfg, tmp_path: Path):
 def test_preset_builds_and_trains_one_batch(preset, tmp_path):
     cfg = resolve_config(preset)
     dataset, (x, y) = one_batch(cfg, tmp_path)
-    size = cfg.augment.get("size", REAL_SHAPES.get(cfg.data, (0, 0))[1])
-    assert x.shape == (BATCH, dataset.in_chans, size, size) and x.dtype == torch.float32
-    model = build_model(cfg, len(dataset.classes), dataset.in_chans)
+    if cfg.data in REAL_SIGNALS:
+        assert x.shape == (BATCH, *REAL_SIGNALS[cfg.data][:2]) and x.dtype == torch.float32
+    else:
+        size = cfg.augment.get("size", REAL_SHAPES.get(cfg.data, (0, 0))[1])
+        assert x.shape == (BATCH, dataset.in_chans, size, size) and x.dtype == torch.float32
+    length = REAL_SIGNALS.get(cfg.data, (0, None))[1]
+    model = build_model(cfg, len(dataset.classes), dataset.in_chans, **input_kwargs(cfg, length))
     numerics = resolve_numerics(cfg.amp, cfg.channels_last, torch.device("cpu"))
     if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
