@@ -142,8 +142,7 @@ def test_compare_on_signals(tmp_path):
     flags = ["--model", "eegnet", "--data", "ts", "--data-dir", str(data), "--epochs", "1", "--threads", "1",
              "--batch-size", "16", "--set", "model_kwargs={kernel_length: 16}", "--no-progress"]  # fmt: skip
     assert (
-        cli.main(["compare", "--attention", "none,ham,eca", "--seeds", "2", "--out", str(grid), *flags])
-        == 0
+        cli.main(["compare", "--attention", "none,ham,eca", "--seeds", "2", "--out", str(grid), *flags]) == 0
     )
     rows = json.loads((grid / "summary.json").read_text())["rows"]
     assert [r["attention"] for r in rows] == ["none", "ham", "eca"]
