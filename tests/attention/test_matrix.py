@@ -246,6 +246,10 @@ def test_compile_with_changing_shapes(name, channels, dynamic):
 # cases fail depends on the shapes (SE fails at others); these are the ones at DYNAMIC_SHAPES. HAM failed
 # the same way through its own slicing, which is fixed.
 INDUCTOR_LAYOUT_BUG = {("eca", None), ("ema", True), ("ema", None), ("triplet", True), ("triplet", None)}
+# Whether inductor hits it can depend on the CPU: ECA failed on the machine where this list was made and
+# passes on an AVX-512 one (2026-12-02, with that day's code and with the code before it), so its xfail
+# is not strict.
+CPU_DEPENDENT = {("eca", None)}
 
 
 @pytest.mark.slow
@@ -254,7 +258,8 @@ INDUCTOR_LAYOUT_BUG = {("eca", None), ("ema", True), ("ema", None), ("triplet", 
 def test_compile_inductor_with_changing_shapes(name, channels, dynamic, request):
     """HAM once failed here: InductorError "cannot determine truth value of Relational: 1 < s0"."""
     if (name, dynamic) in INDUCTOR_LAYOUT_BUG:  # strict: a torch that fixes it shows up as a failure here
-        request.applymarker(pytest.mark.xfail(strict=True, reason="torch inductor layout-optimisation bug"))
+        strict = (name, dynamic) not in CPU_DEPENDENT
+        request.applymarker(pytest.mark.xfail(strict=strict, reason="torch inductor layout-optimisation bug"))
     _dynamic_parity(name, channels, "inductor", dynamic, scale_tol=2e-3)
 
 
