@@ -17,7 +17,7 @@ import torch
 
 import plugattn
 from tests.attention.cases import CASES
-from tests.attention.test_matrix import build, randomize
+from tests.attention.test_matrix import assert_gradients_reach_everything, build, randomize
 
 NAMES = [n for n in plugattn.list_attention() if n in CASES]
 # A module with no sensible form in some dimension says so when built; none of the registered ones is
@@ -56,15 +56,7 @@ def test_shape_and_finite(name, dims):
 @pytest.mark.parametrize("name,dims", DIMS)
 def test_gradients_reach_input_and_every_parameter(name, dims):
     m, c = build_nd(name, dims)
-    randomize(m).train()
-    x = signal(c, SHAPES[dims][0][0]).requires_grad_()
-    g = torch.Generator().manual_seed(3)
-    (m(x) * torch.randn(x.shape, generator=g)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for pname, p in m.named_parameters():
-        assert p.grad is not None, f"{pname} got no gradient"
-        assert torch.isfinite(p.grad).all(), pname
-        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+    assert_gradients_reach_everything(randomize(m).train(), signal(c, SHAPES[dims][0][0]))
 
 
 # Modules with one part per spatial axis have that part's keys only where the axis exists (a part kept

@@ -120,10 +120,9 @@ def test_factory_kwargs(name, channels):
     assert m(inputs(channels, dtype=torch.float64)).dtype == torch.float64
 
 
-@pytest.mark.parametrize("name,channels", ALL)
-def test_gradients_reach_input_and_every_parameter(name, channels):
-    m = randomize(build(name, channels)).train()
-    x = inputs(channels, (2, 7, 6)).requires_grad_()
+def assert_gradients_reach_everything(m: nn.Module, x: torch.Tensor) -> None:
+    """A random projection of ``m(x)`` sends a finite, non-zero gradient to ``x`` and every parameter."""
+    x.requires_grad_()
     g = torch.Generator().manual_seed(3)
     (m(x) * torch.randn(x.shape, generator=g)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -131,6 +130,11 @@ def test_gradients_reach_input_and_every_parameter(name, channels):
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name,channels", ALL)
+def test_gradients_reach_input_and_every_parameter(name, channels):
+    assert_gradients_reach_everything(randomize(build(name, channels)).train(), inputs(channels, (2, 7, 6)))
 
 
 @pytest.mark.parametrize("name,channels", ALL)
