@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn._dims import SPATIAL_DIMS, batch_norm_nd, check_spatial_dims, conv_nd  # noqa: F401 (re-exported)
+from plugattn._dims import batch_norm_nd, conv_nd
 
 
 def default_groups(channels: int, paper: int, *, per_group: int, argument: str) -> int:

@@ -10,12 +10,10 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
+from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
 from plugattn.attention._common import (
     LayerFactory,
-    batch_norm_nd,
     check_feature_map,
-    check_spatial_dims,
-    conv_nd,
     make_layer,
     reduced_channels,
     spatial_axes,

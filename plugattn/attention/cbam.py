@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
+from plugattn._dims import check_spatial_dims, conv_nd
 from plugattn.attention._common import (
     ConvNormGate,
     LayerFactory,
     check_feature_map,
-    check_spatial_dims,
-    conv_nd,
     make_layer,
     reduced_channels,
     spatial_axes,

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
+from plugattn._dims import check_spatial_dims
 from plugattn.attention._common import (
     LayerFactory,
     check_feature_map,
-    check_spatial_dims,
     eca_kernel_size,
     eca_rule,
     make_layer,

@@ -11,14 +11,8 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_divisible, check_int
-from plugattn.attention._common import (
-    GateHolder,
-    check_feature_map,
-    check_spatial_dims,
-    conv_nd,
-    default_groups,
-    spatial_axes,
-)
+from plugattn._dims import check_spatial_dims, conv_nd
+from plugattn.attention._common import GateHolder, check_feature_map, default_groups, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["EMA"]

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import check_feature_map, check_spatial_dims, conv_nd, reduced_channels
+from plugattn._dims import check_spatial_dims, conv_nd
+from plugattn.attention._common import check_feature_map, reduced_channels
 from plugattn.attention.registry import register_attention
 
 __all__ = ["GlobalContext"]

@@ -18,15 +18,8 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import (
-    batch_norm_nd,
-    check_feature_map,
-    check_spatial_dims,
-    conv_nd,
-    eca_kernel_size,
-    eca_rule,
-    spatial_axes,
-)
+from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
+from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["HAM", "HAMChannel", "HAMSpatial", "ham_important_channels"]

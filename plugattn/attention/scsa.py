@@ -17,13 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
-from plugattn.attention._common import (
-    GateHolder,
-    check_feature_map,
-    check_spatial_dims,
-    conv_nd,
-    spatial_axes,
-)
+from plugattn._dims import check_spatial_dims, conv_nd
+from plugattn.attention._common import GateHolder, check_feature_map, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SCSA"]

@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
+from plugattn._dims import check_spatial_dims, conv_nd
 from plugattn.attention._common import (
     LayerFactory,
     check_feature_map,
-    check_spatial_dims,
-    conv_nd,
     make_layer,
     reduced_channels,
     spatial_axes,

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
-from plugattn.attention._common import check_feature_map, check_spatial_dims, spatial_axes
+from plugattn._dims import check_spatial_dims
+from plugattn.attention._common import check_feature_map, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SimAM"]

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_int
-from plugattn.attention._common import ConvNormGate, check_feature_map, check_spatial_dims
+from plugattn._dims import check_spatial_dims
+from plugattn.attention._common import ConvNormGate, check_feature_map
 from plugattn.attention.registry import register_attention
 
 __all__ = ["TripletAttention", "TripletBranch"]
