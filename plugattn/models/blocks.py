@@ -29,19 +29,13 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_float, check_int
+from plugattn._dims import batch_norm_nd, check_spatial_dims
 from plugattn.attention.registry import (
     AttentionSpec,
     attention_name_of,
     create_attention,
 )
-from plugattn.models.layers import (
-    SHORTCUTS,
-    ShortcutA,
-    batch_norm_nd,
-    check_spatial_dims,
-    conv_no_bias,
-    make_shortcut,
-)
+from plugattn.models.layers import SHORTCUTS, ShortcutA, conv_no_bias, make_shortcut
 from plugattn.models.placement import default_position, group_index, is_empty
 
 __all__ = [

@@ -1,10 +1,10 @@
 """Dimension-generic pieces of the blocks: the bias-free conv and the shortcuts, by ``spatial_dims``.
 
 One block class serves signals ``(B, C, L)``, images ``(B, C, H, W)`` and volumes ``(B, C, D, H, W)``:
-``spatial_dims`` (1, 2 or 3; 2 by default) picks the layer types through :mod:`plugattn._dims` (re-exported
-here), so a 2-D block is exactly what it was before (same layers, same state-dict keys).
-:class:`ShortcutA` is He et al. 2016's parameter-free "option A" shortcut for the
-CIFAR ResNets (https://arxiv.org/abs/1512.03385), subsampling every spatial axis.
+``spatial_dims`` (1, 2 or 3; 2 by default) picks the layer types through :mod:`plugattn._dims`, so a
+2-D block is exactly what it was before (same layers, same state-dict keys). :class:`ShortcutA` is He
+et al. 2016's parameter-free "option A" shortcut for the CIFAR ResNets
+(https://arxiv.org/abs/1512.03385), subsampling every spatial axis.
 """
 
 from __future__ import annotations
@@ -16,27 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from plugattn._checks import check_choice
-from plugattn._dims import (
-    SPATIAL_DIMS,
-    adaptive_avg_pool_nd,
-    batch_norm_nd,
-    check_spatial_dims,
-    conv_nd,
-    max_pool_nd,
-)
+from plugattn._dims import batch_norm_nd, conv_nd
 
-__all__ = [
-    "SHORTCUTS",
-    "SPATIAL_DIMS",
-    "ShortcutA",
-    "adaptive_avg_pool_nd",
-    "batch_norm_nd",
-    "check_spatial_dims",
-    "conv_nd",
-    "conv_no_bias",
-    "make_shortcut",
-    "max_pool_nd",
-]
+__all__ = ["SHORTCUTS", "ShortcutA", "conv_no_bias", "make_shortcut"]
 
 # "A": He et al.'s parameter-free option A (subsample + zero-pad channels); "B": 1×1 conv (+ BN) projection.
 SHORTCUTS = ("A", "B")

@@ -30,16 +30,10 @@ import torch
 from torch import nn
 
 from plugattn._checks import check_choice, check_float, check_int
+from plugattn._dims import adaptive_avg_pool_nd, batch_norm_nd, check_spatial_dims, conv_nd, max_pool_nd
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, init_weights
 from plugattn.models.features import FeatureInfo
-from plugattn.models.layers import (
-    adaptive_avg_pool_nd,
-    batch_norm_nd,
-    check_spatial_dims,
-    conv_nd,
-    max_pool_nd,
-)
 from plugattn.models.placement import POSITIONS, check_stages, naming_the_block
 from plugattn.models.registry import register_model
 
