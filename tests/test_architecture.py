@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "plugattn"
-SHARED = {"_checks", "_dims", "_files", "_registry"}
+SHARED = {"_checks", "_dims", "_files", "_native", "_registry"}
 ALLOWED = {
     "_checks": set(),
     "_dims": set(),
     "_files": set(),
+    "_native": set(),
     "_registry": set(),
     "attention": SHARED,
     "data": SHARED,

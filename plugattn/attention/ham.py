@@ -4,7 +4,8 @@ G. Li, Q. Fang, L. Zha, X. Gao, N. Zheng, "HAM: Hybrid attention module in deep 
 networks for image classification", Pattern Recognition 129 (2022) 108785.
 https://doi.org/10.1016/j.patcog.2022.108785
 
-Implemented exactly as ``spec/ham.md`` of this project resolves the paper's ambiguities.
+Implemented exactly as ``spec/ham.md`` of this project resolves the paper's ambiguities; float32 CPU maps run
+its passes over the map as fused C kernels (``ham_fast.py``), computing the same function.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.autograd.function import FunctionCtx
 
 from plugattn._checks import check_float, check_int
 from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
+from plugattn.attention import ham_fast
 from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -81,6 +83,10 @@ class HAMChannel(nn.Module):
         # backward on the CPU (amax's backward compares the whole input with the max; pooling's scatters
         # to the arg-max). On a tie the gradient goes to one position instead of being shared.
         f_max = _ADAPTIVE_MAX_POOL[self.spatial_dims](x, 1).flatten(1)  # (B, C)
+        return self.mix(f_avg, f_max)
+
+    def mix(self, f_avg: torch.Tensor, f_max: torch.Tensor) -> torch.Tensor:
+        """Steps (2)-(3) from the pooled ``f_avg``, ``f_max`` ``(B, C)``: the channel map ``a_c``."""
         f_add = 0.5 * (f_avg + f_max)
         if self.adaptive:
             f_add = f_add + self.alpha * f_avg + self.beta * f_max  # Eq. (2)
@@ -116,6 +122,14 @@ class HAMSpatial(nn.Module):
 
     def forward(self, d_important: torch.Tensor, d_subimportant: torch.Tensor) -> torch.Tensor:
         b = d_important.shape[0]
+        weight = self.conv.weight
+        if (
+            self.spatial_dims == 2
+            and weight.shape[-1] == weight.shape[-2]
+            and ham_fast.usable(d_important, d_subimportant, weight)
+        ):
+            s_im, s_sub = ham_fast.spatial_conv(d_important, d_subimportant, weight).unbind(0)  # C conv
+            return self._gates(s_im, s_sub)
         # One conv call for both groups (the conv is shared): stack the groups along the batch.
         d = torch.cat((d_important, d_subimportant), dim=0)  # (2B, 2, *S)
         # channels_last (channels_last_3d for volumes): oneDNN runs this 2-to-1-channel conv (and its
@@ -127,6 +141,10 @@ class HAMSpatial(nn.Module):
         # directly gives strides (HW, 1, W, 1) that inductor cannot order under dynamic shapes
         # ("1 < s0"); these views have plain contiguous strides. No copy in eager mode.
         s_im, s_sub = s.reshape(2, b, *s.shape[2:]).unbind(0)  # (B, *S) each
+        return self._gates(s_im, s_sub)
+
+    def _gates(self, s_im: torch.Tensor, s_sub: torch.Tensor) -> torch.Tensor:
+        """Step (9) from the conv's output of each group ``(B, *S)``: both maps as ``(B, 2, *S)``."""
         s = torch.cat(
             (self.norm_important(s_im.unsqueeze(1)), self.norm_subimportant(s_sub.unsqueeze(1))), dim=1
         )
@@ -353,14 +371,10 @@ class HAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
+        if ham_fast.usable(x, *self.parameters()):
+            return self._forward_native(x)
         a_c = self.channel(x)  # (B, C)
-        # Hard per-sample separation; the mask carries no gradient (it reaches a_c through F').
-        top = a_c.detach().topk(self.important_channels, dim=1).indices  # (B, c_im)
-        m1 = torch.zeros_like(a_c).scatter_(1, top, 1.0)  # (B, C)
-        # F1 = F'·m1 = x·w1 and F2 = F'·(1 - m1) = x·w2 with per-channel weights w1 = a_c·m1 and
-        # w2 = a_c·(1 - m1): the same values as masking F' = x·a_c, without materialising F'.
-        w1 = a_c * m1
-        w2 = a_c - w1  # a_c where m1 = 0, exactly 0 where m1 = 1
+        w1, w2 = self._separate(a_c)
         if not (torch.is_grad_enabled() and (x.requires_grad or a_c.requires_grad)):
             # Inference: nothing to keep for a backward, so fewer and larger operations.
             weights = torch.stack((w1, w2), dim=1)  # (B, 2, C)
@@ -372,6 +386,32 @@ class HAM(nn.Module):
         )  # (B, 2, *S) each
         a_s = self.spatial(d1, d2)  # (B, 2, *S)
         return _Recombine.apply(x, w1, w2, a_s[:, 0:1], a_s[:, 1:2])
+
+    def _separate(self, a_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step (6) as the group weights ``w1 = a_c·m1``, ``w2 = a_c·(1 - m1)`` ``(B, C)``.
+
+        Hard per-sample separation; the mask carries no gradient (it reaches a_c through F').
+        F1 = F'·m1 = x·w1 and F2 = F'·(1 - m1) = x·w2: the same values as masking F' = x·a_c, without
+        materialising F'; w2 is a_c where m1 = 0 and exactly 0 where m1 = 1.
+        """
+        top = a_c.detach().topk(self.important_channels, dim=1).indices  # (B, c_im)
+        w1 = a_c * torch.zeros_like(a_c).scatter_(1, top, 1.0)  # (B, C)
+        return w1, a_c - w1
+
+    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """The same steps with the passes over ``x`` as fused C kernels (:mod:`.ham_fast`)."""
+        sizes = (self.important_channels, self.subimportant_channels)
+        if not (
+            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        ):
+            f_avg, f_max, _ = ham_fast.pool(x)
+            w1, w2 = self._separate(self.channel.mix(f_avg, f_max))
+            d1, d2, _, _ = ham_fast.descriptors(x, w1, w2, *sizes)
+            return ham_fast.recombine(x, w1, w2, self.spatial(d1, d2))
+        f_avg, f_max, token, tape = ham_fast.pool_with_autograd(x, sizes)
+        w1, w2 = self._separate(self.channel.mix(f_avg, f_max))
+        d1, d2 = ham_fast.descriptors_with_autograd(x, w1, w2, token, tape)
+        return ham_fast.recombine_with_autograd(x, w1, w2, self.spatial(d1, d2), token, tape)
 
     def extra_repr(self) -> str:
         return (

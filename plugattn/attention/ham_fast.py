@@ -1,0 +1,369 @@
+"""HAM's native CPU path: its passes over the feature map as fused C kernels (``ham_kernels.c``).
+
+For a float32 CPU map in the contiguous layout, :class:`~plugattn.attention.ham.HAM` runs its three
+passes over ``x`` — the channel pooling (1), the groups' descriptors (7) and the recombination (10) —
+as one C loop each, and its backward as three: the recombination's reductions, the descriptors'
+weight gradients, and **the whole input gradient in one pass** (the three contributions to ``∂L/∂x``
+summed as they are written, where autograd would write three tensors of ``x``'s size and add them).
+The small parts between the passes (the channel conv, top-k, the spatial conv, BatchNorm, the gates)
+stay the module's own torch layers, with autograd and hooks as usual.
+
+How the input gradient is gathered: the pooling's :class:`_Pool` also returns a zero-size ``token`` that
+the descriptors and the recombination take as an input. Their backward passes leave ``∂L/∂x`` to
+:class:`_Pool`, storing what it needs on a per-call :class:`_Tape`; the token makes autograd run
+:class:`_Pool`'s backward after both, and always when ``x`` needs a gradient.
+
+Equations of each kernel: the comments in ``ham_kernels.c``. The pure-torch path computes the same
+function and is used for everything else (other dtypes and layouts, CUDA, ``torch.compile``, tracing,
+export, ``torch.func`` transforms, and where no C compiler is found — ``plugattn._native``); the tests
+hold the two to each other, forward and backward. Double backward is not supported on this path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from plugattn import _native
+
+__all__ = ["available", "descriptors", "pool", "recombine", "status", "usable"]
+
+SOURCE = Path(__file__).with_name("ham_kernels.c")
+_F = ctypes.c_float
+_I = ctypes.c_int64
+_P = ctypes.c_void_p
+_SIGNATURES = {
+    "ham_pool": (_P, _I, _I, _P, _P, _P, ctypes.c_int),
+    "ham_descriptors": (_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int),
+    "ham_recombine": (_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int),
+    "ham_recombine_backward": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int),
+    "ham_descriptors_backward": (_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int),
+    "ham_input_backward": (_P, _P, _P, _P, _P, _P, _P, _P, _F, _F, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int),
+    "ham_pool_cl": (_P, _I, _I, _I, _P, _P, _P, ctypes.c_int),
+    "ham_descriptors_cl": (_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int),
+    "ham_recombine_cl": (_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int),
+    "ham_recombine_backward_cl": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int),
+    "ham_descriptors_backward_cl": (_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int),
+    "ham_input_backward_cl": (
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _F,
+        _F,
+        _P,
+        _P,
+        _P,
+        _I,
+        _I,
+        _I,
+        _P,
+        ctypes.c_int,
+    ),
+    "ham_spatial_conv_scratch": (_I, _I, _I),
+    "ham_spatial_conv": (_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int),
+    "ham_spatial_conv_backward": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int),
+}
+_LIB: list[ctypes.CDLL | None] = []
+
+
+def _library() -> ctypes.CDLL | None:
+    if not _LIB:
+        lib = _native.load(SOURCE)
+        if lib is not None:
+            for name, args in _SIGNATURES.items():
+                getattr(lib, name).argtypes = args
+                getattr(lib, name).restype = None
+            lib.ham_spatial_conv_scratch.restype = ctypes.c_int64
+        _LIB.append(lib)
+    return _LIB[0]
+
+
+def available() -> bool:
+    """Whether the kernels are built and loaded in this process (building them on first call)."""
+    return _library() is not None
+
+
+def status() -> str:
+    """``"native (…)"`` or why not (``plugattn._native.status``)."""
+    _library()
+    return _native.status(SOURCE.stem)
+
+
+def channels_last(x: Tensor) -> bool:
+    """Whether ``x`` (4-D) is laid out channels-last and not also plainly contiguous (as 1×1 maps are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def plain(t: Tensor) -> bool:
+    """A float32 CPU tensor with its own storage: a tensor or a parameter, not another subclass, not a
+    ``torch.func`` wrapper."""
+    return (
+        type(t) in (Tensor, torch.nn.Parameter)
+        and t.dtype == torch.float32
+        and t.device.type == "cpu"
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    )
+
+
+def usable(x: Tensor, *others: Tensor) -> bool:
+    """Whether a call on ``x`` takes the native path: ``x`` (and the module's tensors ``others``) plain
+    float32 CPU tensors (:func:`plain`), ``x`` contiguous or channels-last (2-D), with positions; no
+    ``torch.compile``, tracing or CPU autocast in progress; and the kernels built."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: dynamo stops reading here
+        return False
+    return (
+        plain(x)
+        and x.dim() >= 3
+        and (x.is_contiguous() or channels_last(x))
+        and x.numel() > 0
+        and math.prod(x.shape[2:]) < 2**31
+        and all(plain(t) for t in others)
+        and not torch.is_autocast_enabled("cpu")
+        and available()
+    )
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if channels_last(x) else torch.contiguous_format
+
+
+def _kernel(name: str, layout: torch.memory_format) -> ctypes._CFuncPtr:
+    return getattr(_native_lib(), name + ("_cl" if layout == torch.channels_last else ""))
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def _sizes(x: Tensor) -> tuple[int, int, int]:
+    return x.shape[0], x.shape[1], math.prod(x.shape[2:])
+
+
+class _Tape:
+    """What one call's backward passes hand to the input-gradient pass."""
+
+    def __init__(self) -> None:
+        self.arg: Tensor | None = None  # (B, C) int32: arg-max of the channel pooling
+        self.w1: Tensor | None = None  # (B, C) group weights, as the forward used them
+        self.w2: Tensor | None = None
+        self.a: Tensor | None = None  # (B, 2, N) spatial maps
+        self.idx: tuple[Tensor, Tensor] | None = None  # (B, N) int32: the descriptors' arg-max channels
+        self.sizes = (1, 1)  # the groups' sizes n1, n2
+        self.grad_out: Tensor | None = None  # ∂L/∂out, from the recombination's backward
+        self.grad_d: tuple[Tensor, Tensor] | None = None  # ∂L/∂d1, ∂L/∂d2, from the descriptors' backward
+
+
+def pool(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Eq. (1) with arg-max: ``f_avg``, ``f_max`` ``(B, C)`` and the first position of each max."""
+    b, c, n = _sizes(x)
+    avg, mx = x.new_empty(b, c), x.new_empty(b, c)
+    arg = torch.empty(b, c, dtype=torch.int32)
+    if channels_last(x):
+        _native_lib().ham_pool_cl(
+            x.data_ptr(), b, n, c, avg.data_ptr(), mx.data_ptr(), arg.data_ptr(), _threads()
+        )
+    else:
+        _native_lib().ham_pool(
+            x.data_ptr(), b * c, n, avg.data_ptr(), mx.data_ptr(), arg.data_ptr(), _threads()
+        )
+    return avg, mx, arg
+
+
+def descriptors(x: Tensor, w1: Tensor, w2: Tensor, n1: int, n2: int) -> tuple[Tensor, ...]:
+    """Eq. (7): ``d1``, ``d2`` ``(B, 2, *S)`` and the arg-max channels ``i1``, ``i2`` ``(B, N)``."""
+    b, c, n = _sizes(x)
+    w1, w2 = w1.contiguous(), w2.contiguous()
+    d1, d2 = x.new_empty(b, 2, *x.shape[2:]), x.new_empty(b, 2, *x.shape[2:])
+    i1, i2 = torch.empty(b, n, dtype=torch.int32), torch.empty(b, n, dtype=torch.int32)
+    _kernel("ham_descriptors", _layout(x))(
+        *(x.data_ptr(), w1.data_ptr(), w2.data_ptr()), b, c, n, n1, n2,
+        *(d1.data_ptr(), d2.data_ptr(), i1.data_ptr(), i2.data_ptr()), _threads(),
+    )  # fmt: skip
+    return d1, d2, i1, i2
+
+
+def recombine(x: Tensor, w1: Tensor, w2: Tensor, a: Tensor) -> Tensor:
+    """Eq. (10): ``x · (w1 ⊗ a1 + w2 ⊗ a2)`` with ``a`` ``(B, 2, *S)`` = [a1; a2]."""
+    b, c, n = _sizes(x)
+    w1, w2, a = w1.contiguous(), w2.contiguous(), a.contiguous()
+    out = torch.empty_like(x)  # in x's layout
+    _kernel("ham_recombine", _layout(x))(
+        x.data_ptr(), w1.data_ptr(), w2.data_ptr(), a.data_ptr(), b, c, n, out.data_ptr(), _threads()
+    )
+    return out
+
+
+class _Pool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, tape: _Tape) -> tuple[Tensor, Tensor, Tensor]:
+        avg, mx, tape.arg = pool(x)
+        ctx.tape = tape
+        ctx.shape, ctx.layout = x.shape, _layout(x)
+        return avg, mx, x.new_empty(0)  # the token
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: FunctionCtx, g_avg: Tensor, g_max: Tensor, _token: Tensor
+    ) -> tuple[Tensor | None, None]:
+        tape = ctx.tape
+        b, c = ctx.shape[:2]
+        n = math.prod(ctx.shape[2:])
+        g_avg, g_max = g_avg.contiguous(), g_max.contiguous()
+        gd1, gd2 = tape.grad_d if tape.grad_d is not None else (None, None)
+        i1, i2 = tape.idx
+        grad_x = torch.empty(ctx.shape, memory_format=ctx.layout)
+        _kernel("ham_input_backward", ctx.layout)(
+            *(_ptr(tape.grad_out), tape.w1.data_ptr(), tape.w2.data_ptr(), tape.a.data_ptr()),
+            *(_ptr(gd1), _ptr(gd2), i1.data_ptr(), i2.data_ptr(), *map(float, tape.sizes)),
+            *(g_avg.data_ptr(), g_max.data_ptr(), tape.arg.data_ptr()), b, c, n,
+            grad_x.data_ptr(), _threads(),
+        )  # fmt: skip
+        tape.grad_out = tape.grad_d = None  # freed now; a second backward (retain_graph) sets them again
+        return grad_x, None
+
+
+def _native_lib() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:  # the forward ran natively, so the library is loaded; kept as a clear error
+        raise RuntimeError("plugattn's HAM kernels were unloaded between forward and backward")
+    return lib
+
+
+class _Descriptors(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, w1: Tensor, w2: Tensor, _token: Tensor, tape: _Tape
+    ) -> tuple[Tensor, Tensor]:
+        d1, d2, i1, i2 = descriptors(x, w1, w2, *tape.sizes)
+        tape.idx = (i1, i2)
+        ctx.save_for_backward(x)
+        ctx.tape = tape
+        return d1, d2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, gd1: Tensor, gd2: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        tape = ctx.tape
+        b, c, n = _sizes(x)
+        gd1, gd2 = gd1.contiguous(), gd2.contiguous()
+        gw1, gw2 = x.new_empty(b, c), x.new_empty(b, c)
+        i1, i2 = tape.idx
+        _kernel("ham_descriptors_backward", _layout(x))(
+            *(x.data_ptr(), gd1.data_ptr(), gd2.data_ptr(), i1.data_ptr(), i2.data_ptr()), b, c, n,
+            *map(float, tape.sizes), gw1.data_ptr(), gw2.data_ptr(), _threads(),
+        )  # fmt: skip
+        tape.grad_d = (gd1, gd2)
+        return None, gw1, gw2, x.new_zeros(0), None
+
+
+class _Recombine(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, w1: Tensor, w2: Tensor, a: Tensor, _token: Tensor, tape: _Tape
+    ) -> Tensor:
+        ctx.save_for_backward(x)
+        tape.w1, tape.w2, tape.a = w1.detach().contiguous(), w2.detach().contiguous(), a.detach().contiguous()
+        ctx.tape = tape
+        return recombine(x, tape.w1, tape.w2, tape.a)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        tape = ctx.tape
+        b, c, n = _sizes(x)
+        grad = grad.contiguous(memory_format=_layout(x))
+        gw1, gw2, ga = x.new_empty(b, c), x.new_empty(b, c), torch.empty_like(tape.a)
+        _kernel("ham_recombine_backward", _layout(x))(
+            *(grad.data_ptr(), x.data_ptr(), tape.w1.data_ptr(), tape.w2.data_ptr(), tape.a.data_ptr()),
+            b, c, n, gw1.data_ptr(), gw2.data_ptr(), ga.data_ptr(), _threads(),
+        )  # fmt: skip
+        tape.grad_out = grad
+        return None, gw1, gw2, ga, x.new_zeros(0), None
+
+
+class _SpatialConv(torch.autograd.Function):
+    """Eq. (8) for 2-D maps: the shared 2→1-channel ``k×k`` conv (zero padding ``k//2``, no bias) of
+    both groups' descriptors, ``(B, 2, H, W)`` each, into ``(2, B, H, W)`` (group, sample). oneDNN runs
+    this shape at a few GFLOP/s (one output channel leaves nothing to vectorise over); the kernel
+    vectorises along the image rows instead."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, d1: Tensor, d2: Tensor, weight: Tensor) -> Tensor:
+        b, _, h, w = d1.shape
+        k = weight.shape[-1]
+        d1, d2, weight = d1.contiguous(), d2.contiguous(), weight.contiguous()
+        s = d1.new_empty(2, b, h, w)
+        threads = _threads()
+        scratch = d1.new_empty(threads * _library().ham_spatial_conv_scratch(h, w, k))
+        _library().ham_spatial_conv(
+            d1.data_ptr(),
+            d2.data_ptr(),
+            weight.data_ptr(),
+            b,
+            h,
+            w,
+            k,
+            s.data_ptr(),
+            scratch.data_ptr(),
+            threads,
+        )
+        ctx.save_for_backward(d1, d2, weight)
+        return s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, gs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        d1, d2, weight = ctx.saved_tensors
+        b, _, h, w = d1.shape
+        k = weight.shape[-1]
+        gs = gs.contiguous()
+        gd1, gd2, gweight = torch.empty_like(d1), torch.empty_like(d2), torch.empty_like(weight)
+        threads = _threads()
+        scratch = d1.new_empty(threads * _native_lib().ham_spatial_conv_scratch(h, w, k))
+        _native_lib().ham_spatial_conv_backward(
+            *(d1.data_ptr(), d2.data_ptr(), weight.data_ptr(), gs.data_ptr()), b, h, w, k,
+            *(gd1.data_ptr(), gd2.data_ptr(), gweight.data_ptr(), scratch.data_ptr()), threads,
+        )  # fmt: skip
+        return gd1, gd2, gweight
+
+
+def spatial_conv(d1: Tensor, d2: Tensor, weight: Tensor) -> Tensor:
+    """The shared spatial conv of both groups (:class:`_SpatialConv`), ``(2, B, H, W)``."""
+    return _SpatialConv.apply(d1, d2, weight)
+
+
+def pool_with_autograd(x: Tensor, sizes: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, _Tape]:
+    """The channel pooling of the training path: ``f_avg``, ``f_max``, the token and the call's tape."""
+    tape = _Tape()
+    tape.sizes = sizes
+    avg, mx, token = _Pool.apply(x, tape)
+    return avg, mx, token, tape
+
+
+def descriptors_with_autograd(
+    x: Tensor, w1: Tensor, w2: Tensor, token: Tensor, tape: _Tape
+) -> tuple[Tensor, Tensor]:
+    return _Descriptors.apply(x, w1, w2, token, tape)
+
+
+def recombine_with_autograd(
+    x: Tensor, w1: Tensor, w2: Tensor, a: Tensor, token: Tensor, tape: _Tape
+) -> Tensor:
+    return _Recombine.apply(x, w1, w2, a, token, tape)
