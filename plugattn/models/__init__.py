@@ -2,7 +2,8 @@
 
 * :func:`create_model` / :func:`list_models` — the registered backbones (``resnet.py``: CIFAR
   ResNets, Wide ResNets, ResNeXt-29, the ImageNet-layout ResNets/ResNeXt, the 3-D ResNet-10 and the
-  1-D ResNet-18; ``mobilenetv2.py``; ``eegnet.py``: EEGNet for EEG trials ``(B, n_chans, n_times)``).
+  1-D ResNet-18; ``mobilenetv2.py``; ``repvgg.py``: RepVGG-A0/A1/A2/B0 and their re-parameterisation;
+  ``eegnet.py``: EEGNet for EEG trials ``(B, n_chans, n_times)``).
 * :mod:`~plugattn.models.blocks` — the residual blocks, each with one attention hook ``attn``, in 1-D,
   2-D or 3-D (``spatial_dims``; layers by dimension in :mod:`~plugattn.models.layers`).
 * :mod:`~plugattn.models.placement` — the positions vocabulary shared by blocks and retrofit.
@@ -14,6 +15,7 @@ See ``docs/models.md``.
 
 from plugattn.models import eegnet as _eegnet  # noqa: F401  (registers its model)
 from plugattn.models import mobilenetv2 as _mobilenetv2  # noqa: F401  (registers its models)
+from plugattn.models import repvgg as _repvgg  # noqa: F401  (registers its models)
 from plugattn.models import resnet as _resnet  # noqa: F401  (registers its models)
 from plugattn.models.blocks import (
     BasicBlock,
@@ -30,12 +32,14 @@ from plugattn.models.interop import AttentionPlugin, mmcv_plugin, register_mmcv_
 from plugattn.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from plugattn.models.placement import POSITIONS
 from plugattn.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
+from plugattn.models.repvgg import REPVGG_POSITIONS, RepVGG, RepVGGBlock, reparameterize
 from plugattn.models.resnet import ResNet
 from plugattn.models.retrofit import AttentionAfter, AttentionBefore, find_blocks, insert_attention
 
 __all__ = [
     "EEGNET_POSITIONS",
     "POSITIONS",
+    "REPVGG_POSITIONS",
     "AttentionAfter",
     "AttentionBefore",
     "AttentionPlugin",
@@ -49,6 +53,8 @@ __all__ = [
     "MobileNetV2",
     "ModelEntry",
     "PreActBasicBlock",
+    "RepVGG",
+    "RepVGGBlock",
     "ResNet",
     "ResidualBlock",
     "ShortcutA",
@@ -61,4 +67,5 @@ __all__ = [
     "model_entry",
     "register_mmcv_plugin",
     "register_model",
+    "reparameterize",
 ]

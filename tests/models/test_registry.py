@@ -12,6 +12,10 @@ from plugattn.models.placement import POSITIONS
 
 ALL_MODELS = [
     "mobilenet_v2",
+    "repvgg_a0",
+    "repvgg_a1",
+    "repvgg_a2",
+    "repvgg_b0",
     "resnet101",
     "resnet110",
     "resnet18",
@@ -52,7 +56,7 @@ def test_default_num_classes(name):
     head = m.fc if isinstance(m, ResNet) else m.classifier
     assert head.out_features == (10 if name in CIFAR_MODELS else 1000)
     assert model_entry(name).num_classes == head.out_features
-    assert model_entry(name).paper.startswith(("He", "Zagoruyko", "Xie", "Sandler"))
+    assert model_entry(name).paper.startswith(("He", "Zagoruyko", "Xie", "Sandler", "Ding"))
 
 
 def test_names_are_case_insensitive():
