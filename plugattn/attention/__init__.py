@@ -6,6 +6,7 @@ from plugattn.attention.eca import ECA
 from plugattn.attention.ema import EMA
 from plugattn.attention.gc import GlobalContext
 from plugattn.attention.ham import HAM
+from plugattn.attention.ham_fast import native_kernels
 from plugattn.attention.maps import attention_maps, attention_modules, capture_attention_maps, gate_modules
 from plugattn.attention.rcca import CrissCross
 from plugattn.attention.registry import (
@@ -21,7 +22,18 @@ from plugattn.attention.se import SE
 from plugattn.attention.simam import SimAM
 from plugattn.attention.triplet import TripletAttention
 
+
+def kernel_status() -> dict[str, str]:
+    """How HAM's and SCSA's passes over the map run in this process: ``"native (…)"`` (fused C kernels,
+    built on first use) or why they run in pure torch; saved in a run's ``env.json``."""
+    from plugattn.attention import ham_fast, scsa_fast
+
+    return {"ham": ham_fast.status(), "scsa": scsa_fast.status()}
+
+
 __all__ = [
+    "kernel_status",
+    "native_kernels",
     "HAM",
     "SCSA",
     "CBAM",

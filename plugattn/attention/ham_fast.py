@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,7 +33,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from plugattn import _native
 
-__all__ = ["available", "descriptors", "pool", "recombine", "status", "usable"]
+__all__ = ["available", "descriptors", "native_kernels", "pool", "recombine", "status", "usable"]
 
 SOURCE = Path(__file__).with_name("ham_kernels.c")
 _F = ctypes.c_float
@@ -74,6 +76,22 @@ _SIGNATURES = {
     "ham_spatial_conv_backward": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int),
 }
 _LIB: list[ctypes.CDLL | None] = []
+_ENABLED = [True]
+
+
+@contextmanager
+def native_kernels(enabled: bool) -> Iterator[None]:
+    """Within the block HAM and SCSA use their native kernels (``True``, the default where they are
+    built) or their pure-torch path (``False``): e.g. to count FLOPs by dispatch, which cannot see into
+    a C kernel, or to compare the two paths."""
+    if not isinstance(enabled, bool):
+        raise ValueError(f"enabled must be True or False, got {enabled!r}")
+    before = _ENABLED[0]
+    _ENABLED[0] = enabled
+    try:
+        yield
+    finally:
+        _ENABLED[0] = before
 
 
 def _library() -> ctypes.CDLL | None:
@@ -119,7 +137,7 @@ def usable(x: Tensor, *others: Tensor) -> bool:
     """Whether a call on ``x`` takes the native path: ``x`` (and the module's tensors ``others``) plain
     float32 CPU tensors (:func:`plain`), ``x`` contiguous or channels-last (2-D), with positions; no
     ``torch.compile``, tracing or CPU autocast in progress; and the kernels built."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: dynamo stops reading here
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not _ENABLED[0]:  # dynamo stops here
         return False
     return (
         plain(x)

@@ -18,6 +18,7 @@ from torch import nn
 
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
 from plugattn._dims import check_spatial_dims, conv_nd
+from plugattn.attention import scsa_fast
 from plugattn.attention._common import GateHolder, check_feature_map, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -202,40 +203,73 @@ class SCSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
+        if (
+            self.spatial_dims == 2
+            and self.down_sample_mode == "avg_pool"
+            and scsa_fast.usable(x, *self.parameters())
+        ):
+            return self._forward_native(x)
         return self._pcsa(self._smsa(x))
+
+    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """The same steps with the passes over ``x`` as fused C kernels (:mod:`.scsa_fast`); ``x_s`` is
+        never stored. The global pooling (``window_size=-1``) is the window of the whole map."""
+        h, w = x.shape[2:]
+        window = (h, w) if self.window_size == -1 else (min(self.window_size, h), min(self.window_size, w))
+        if not (
+            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        ):
+            a_h, a_w = self._smsa_gates(list(scsa_fast.means(x)))
+            a_c = self._pcsa_gate(scsa_fast.window_pool(x, a_h, a_w, window))
+            return scsa_fast.output(x, a_h, a_w, a_c)
+        x_h, x_w, token, tape = scsa_fast.means_with_autograd(x, window)
+        a_h, a_w = self._smsa_gates([x_h, x_w])
+        a_c = self._pcsa_gate(scsa_fast.window_pool_with_autograd(x, a_h, a_w, token, tape))
+        return scsa_fast.output_with_autograd(x, a_h, a_w, a_c, token, tape)
 
     def _smsa(self, x: torch.Tensor) -> torch.Tensor:
         """Steps (1)-(4): ``x_s = x · Π_axis a_axis`` for ``x`` ``(B, C, *S)``."""
         b, c = x.shape[:2]
         axes = spatial_axes(x)
-        weight, bias = self._smsa_kernel()
-        pad = weight.shape[-1] // 2
         # One sequence per spatial axis, the mean over the other spatial axes: (B, C, n_axis) each
         # (x_h = mean_W, x_w = mean_H in 2-D; a signal is its own sequence).
         seqs = [x.mean(dim=tuple(o for o in axes if o != a)) if len(axes) > 1 else x for a in axes]
+        for i, a in enumerate(self._smsa_gates(seqs)):
+            shape = [b, c] + [1] * len(axes)
+            shape[2 + i] = a.shape[2]
+            x = x * a.reshape(shape)  # a_h (B, C, H, 1), a_w (B, C, 1, W) in 2-D
+        return x
+
+    def _smsa_gates(self, seqs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Steps (2)-(3): each axis's gate ``(B, C, n_axis)`` from its pooled sequence."""
+        b, c = seqs[0].shape[:2]
+        weight, bias = self._smsa_kernel()
+        pad = weight.shape[-1] // 2
         # All directions in one call: [x_h | pad zeros | x_w]; the gap of `pad` zeros is exactly the
         # zero padding each sequence would get alone, so the sequences never see each other.
         parts = seqs[:1]
         for seq in seqs[1:]:
-            parts += [x.new_zeros(b, c, pad), seq]
+            parts += [seq.new_zeros(b, c, pad), seq]
         seq = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]  # (B, C, Σ n + (d - 1)·pad)
         s = F.conv1d(seq, weight, bias, padding=pad, groups=c)  # same length
-        start = 0
-        for i, (name, n) in enumerate(zip(self._axis_norms, x.shape[2:], strict=True)):
-            a = self.spatial.gate(getattr(self, name)(s[:, :, start : start + n]))  # (B, C, n)
-            shape = [b, c] + [1] * len(axes)
-            shape[2 + i] = n
-            x = x * a.reshape(shape)  # a_h (B, C, H, 1), a_w (B, C, 1, W) in 2-D
+        gates, start = [], 0
+        for name, one in zip(self._axis_norms, seqs, strict=True):
+            n = one.shape[2]
+            gates.append(self.spatial.gate(getattr(self, name)(s[:, :, start : start + n])))  # (B, C, n)
             start = start + n + pad
-        return x
+        return gates
 
     def _pcsa(self, x: torch.Tensor) -> torch.Tensor:
         """Steps (5)-(10) on ``x_s`` ``(B, C, *S)``."""
-        b, c = x.shape[:2]
         if self.window_size == -1:
             y = x.mean(dim=spatial_axes(x), keepdim=True)  # (B, C, 1, ...)
         else:
             y = _window_pool(x, self.window_size, self.down_sample_mode)  # (B, C, *S'): h', w' in 2-D
+        return x * self._pcsa_gate(y)
+
+    def _pcsa_gate(self, y: torch.Tensor) -> torch.Tensor:
+        """Steps (6)-(9): the channel gate ``a_c`` ``(B, C, 1, ...)`` from the pooled ``x_s``."""
+        b, c = y.shape[:2]
         y = self.norm(y)
         shape = (b, self.head_num, self.head_dim, -1)
         q = self.q(y).reshape(shape)  # (B, heads, C/heads, N): channels are the tokens
@@ -243,8 +277,7 @@ class SCSA(nn.Module):
         v = self.v(y).mean(dim=spatial_axes(y)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
         attn = (q @ k.transpose(-2, -1)) * self.scaler  # (B, heads, C/heads, C/heads)
         attn = self.attn_drop(attn.softmax(dim=-1))
-        a_c = self.channel.gate((attn @ v).reshape(b, c, *[1] * (x.dim() - 2)))  # (B, C, 1, ...)
-        return x * a_c
+        return self.channel.gate((attn @ v).reshape(b, c, *[1] * (y.dim() - 2)))  # (B, C, 1, ...)
 
     def extra_repr(self) -> str:
         return (

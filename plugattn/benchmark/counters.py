@@ -15,6 +15,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from plugattn.attention import native_kernels
+
 __all__ = [
     "DTYPES",
     "FLOP_COUNTER",
@@ -83,7 +85,8 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
     module.eval()
     x = x.detach().requires_grad_(x.is_floating_point())
     try:
-        with torch.enable_grad(), FlopCounterMode(display=False) as matmul:
+        # The pure-torch path of HAM and SCSA (the same function): dispatch cannot see into a C kernel.
+        with native_kernels(False), torch.enable_grad(), FlopCounterMode(display=False) as matmul:
             with _ElementwiseFlops() as elementwise:
                 module(x)
     finally:

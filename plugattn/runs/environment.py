@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import plugattn
+from plugattn.attention import kernel_status
 from plugattn.engine.distributed import DistInfo
 from plugattn.engine.numerics import Numerics, native_bf16
 
@@ -38,6 +39,7 @@ def environment(device: torch.device, dist: DistInfo, numerics: Numerics) -> dic
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": native_bf16(device),
         "numerics": dataclasses.asdict(numerics),
+        "kernels": kernel_status(),
         "world_size": dist.world_size,
         "git_revision": _git_revision(),
         "command": sys.argv,

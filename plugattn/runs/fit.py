@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import plugattn
+from plugattn.attention import kernel_status
 from plugattn.data import create_loader
 from plugattn.engine.checkpoint import capture_rng, restore_rng
 from plugattn.engine.config import TrainConfig
@@ -119,6 +120,7 @@ def _fit(
     numerics = _numerics(cfg, ckpt, device)
     if dist.is_main:
         log(numerics.describe())
+        log("kernels: " + ", ".join(f"{name} {how}" for name, how in kernel_status().items()))
     _set_up_process(cfg, dist)
     t = _build(cfg, device, dist, numerics, log if dist.is_main else _quiet)
     history = _restore(t, ckpt, run, log) if ckpt is not None else []

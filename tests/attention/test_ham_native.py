@@ -224,3 +224,17 @@ def test_kernels_off_by_environment_give_the_same_numbers(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "off (PLUGATTN_NATIVE=0)"
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), m(x).detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_native_kernels_can_be_switched_off_for_a_block():
+    x = torch.randn(2, 16, 5, 5)
+    assert ham_fast.usable(x)
+    with plugattn.attention.native_kernels(False):
+        assert not ham_fast.usable(x)
+        with plugattn.attention.native_kernels(True):
+            assert ham_fast.usable(x)
+        assert not ham_fast.usable(x)
+    assert ham_fast.usable(x)
+    with pytest.raises(ValueError, match="enabled must be True or False, got 'no'"):
+        with plugattn.attention.native_kernels("no"):
+            pass
