@@ -211,15 +211,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "num_workers": 8,
     },
     # Short CPU recipe: ResNet-20 + HAM on Fashion-MNIST on two cores, sized for 20 minutes of training
-    # in fp32 on a CPU without native bf16 (measured: docs/training.md); numerics "auto" (bf16 autocast
-    # only where the CPU has native bf16). Five epochs of one-cycle with progressive resizing (16 -> 28
-    # pixels over the first four, the last at full size), flips, and flip test-time augmentation; the test
-    # set is evaluated once, after the last epoch (each evaluation costs about 10% of an epoch).
+    # in fp32 on a CPU without native bf16 with HAM's native kernels (measured: docs/training.md);
+    # numerics "auto" (bf16 autocast only where the CPU has native bf16). Seven epochs of one-cycle with
+    # progressive resizing (16 -> 28 pixels over the first 80%, the rest at full size), flips, and flip
+    # test-time augmentation; the test set is evaluated once, after the last epoch (each evaluation costs
+    # about 10% of an epoch).
     "fmnist-cpu": {
         "data": "fashion-mnist",
         "model": "resnet20",
         "attention": "ham",
-        "epochs": 5,
+        "epochs": 7,
         "batch_size": 128,
         "lr": 0.2,
         "schedule": "onecycle",
@@ -229,7 +230,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "augment": {"pad": 0, "flip": True},
         "progressive_resize": {"initial_scale": 0.5, "finetune_fraction": 0.2},
         "test_flip": True,
-        "eval_every": 5,
+        "eval_every": 7,
     },
     "eegnet-blink": {"data": "eeg-blink", **_EEGNET},
     "eegnet-scp1": {"data": "eeg-scp1", **_EEGNET},

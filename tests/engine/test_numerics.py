@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+import plugattn
 from plugattn import runs
 from plugattn.engine.config import TrainConfig
 from plugattn.engine.numerics import Numerics, resolve_numerics
@@ -78,6 +79,9 @@ def test_runs_print_save_and_keep_their_numerics(cpu_bf16, tmp_path):
     assert any(line.startswith("numerics: fp32, contiguous layout (this CPU") for line in lines)
     env = json.loads((run / "env.json").read_text())
     assert env["numerics"]["amp"] == "none" and env["native_bf16"] is False
+    # Which path HAM and SCSA ran, printed and saved (native kernels or why not).
+    assert env["kernels"] == plugattn.attention.kernel_status() and set(env["kernels"]) == {"ham", "scsa"}
+    assert f"kernels: ham {env['kernels']['ham']}, scsa {env['kernels']['scsa']}" in lines
     assert torch.load(run / "last.pt", weights_only=True)["meta"]["numerics"]["amp"] == "none"
     assert "amp: auto" in (run / "config.yaml").read_text()  # the request, as given
 
