@@ -373,6 +373,9 @@ class HAM(nn.Module):
         check_feature_map(self, x)
         if ham_fast.usable(x, *self.parameters()):
             return self._forward_native(x)
+        if ham_fast.usable_in_float32(x, *self.parameters()):  # CPU autocast: HAM in float32, natively
+            with torch.autocast("cpu", enabled=False):
+                return self._forward_native(x.float()).to(x.dtype)
         a_c = self.channel(x)  # (B, C)
         w1, w2 = self._separate(a_c)
         if not (torch.is_grad_enabled() and (x.requires_grad or a_c.requires_grad)):
@@ -388,12 +391,9 @@ class HAM(nn.Module):
         return _Recombine.apply(x, w1, w2, a_s[:, 0:1], a_s[:, 1:2])
 
     def _separate(self, a_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step (6) as the group weights ``w1 = a_c·m1``, ``w2 = a_c·(1 - m1)`` ``(B, C)``.
-
-        Hard per-sample separation; the mask carries no gradient (it reaches a_c through F').
-        F1 = F'·m1 = x·w1 and F2 = F'·(1 - m1) = x·w2: the same values as masking F' = x·a_c, without
-        materialising F'; w2 is a_c where m1 = 0 and exactly 0 where m1 = 1.
-        """
+        """Step (6) as the group weights ``w1 = a_c·m1``, ``w2 = a_c·(1 - m1)`` ``(B, C)``: hard, per
+        sample, the mask without gradient (it reaches a_c through F'); F1 = x·w1, F2 = x·w2 as masking
+        F' = x·a_c gives, without materialising F'; w2 is exactly 0 where m1 = 1."""
         top = a_c.detach().topk(self.important_channels, dim=1).indices  # (B, c_im)
         w1 = a_c * torch.zeros_like(a_c).scatter_(1, top, 1.0)  # (B, C)
         return w1, a_c - w1

@@ -122,14 +122,28 @@ def channels_last(x: Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def plain(t: Tensor) -> bool:
-    """A float32 CPU tensor with its own storage: a tensor or a parameter, not another subclass, not a
-    ``torch.func`` wrapper."""
+def plain(t: Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
+    """A CPU tensor of one of ``dtypes`` with its own storage: a tensor or a parameter, not another
+    subclass, not a ``torch.func`` wrapper."""
     return (
         type(t) in (Tensor, torch.nn.Parameter)
-        and t.dtype == torch.float32
+        and t.dtype in dtypes
         and t.device.type == "cpu"
         and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    )
+
+
+def _map_fits(x: Tensor, dtypes: tuple[torch.dtype, ...], others: tuple[Tensor, ...]) -> bool:
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not _ENABLED[0]:  # dynamo stops here
+        return False
+    return (
+        plain(x, dtypes)
+        and x.dim() >= 3
+        and (x.is_contiguous() or channels_last(x))
+        and x.numel() > 0
+        and math.prod(x.shape[2:]) < 2**31
+        and all(plain(t) for t in others)
+        and available()
     )
 
 
@@ -137,18 +151,16 @@ def usable(x: Tensor, *others: Tensor) -> bool:
     """Whether a call on ``x`` takes the native path: ``x`` (and the module's tensors ``others``) plain
     float32 CPU tensors (:func:`plain`), ``x`` contiguous or channels-last (2-D), with positions; no
     ``torch.compile``, tracing or CPU autocast in progress; and the kernels built."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not _ENABLED[0]:  # dynamo stops here
-        return False
-    return (
-        plain(x)
-        and x.dim() >= 3
-        and (x.is_contiguous() or channels_last(x))
-        and x.numel() > 0
-        and math.prod(x.shape[2:]) < 2**31
-        and all(plain(t) for t in others)
-        and not torch.is_autocast_enabled("cpu")
-        and available()
-    )
+    return not torch.is_autocast_enabled("cpu") and _map_fits(x, (torch.float32,), others)
+
+
+def usable_in_float32(x: Tensor, *others: Tensor) -> bool:
+    """Whether a call on ``x`` under CPU autocast takes the native path in float32 (``x`` cast up, the
+    output cast back): ``x`` a bf16/fp16 map, as autocast's convolutions give, the module's tensors
+    float32, otherwise as :func:`usable`. The module then computes in float32, as autocast does for the
+    operations it keeps in float32 (norms, softmax)."""
+    half = (torch.bfloat16, torch.float16)
+    return torch.is_autocast_enabled("cpu") and _map_fits(x, half, others)
 
 
 def _layout(x: Tensor) -> torch.memory_format:
