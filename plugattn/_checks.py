@@ -84,3 +84,10 @@ def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> i
     if value % divisor != 0:
         raise ValueError(f"{name} must be divisible by {divisor_name}={divisor}, got {name}={value}")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``True`` or ``False`` itself (not 1, 0, ``"yes"`` or ``None``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value

@@ -3,7 +3,8 @@
 * :func:`create_model` / :func:`list_models` — the registered backbones (``resnet.py``: CIFAR
   ResNets, Wide ResNets, ResNeXt-29, the ImageNet-layout ResNets/ResNeXt, the 3-D ResNet-10 and the
   1-D ResNet-18; ``mobilenetv2.py``; ``repvgg.py``: RepVGG-A0/A1/A2/B0 and their re-parameterisation;
-  ``eegnet.py``: EEGNet for EEG trials ``(B, n_chans, n_times)``).
+  ``swin.py`` with ``swin_block.py``: Swin-T/S; ``eegnet.py``: EEGNet for EEG trials
+  ``(B, n_chans, n_times)``).
 * :mod:`~plugattn.models.blocks` — the residual blocks, each with one attention hook ``attn``, in 1-D,
   2-D or 3-D (``spatial_dims``; layers by dimension in :mod:`~plugattn.models.layers`).
 * :mod:`~plugattn.models.placement` — the positions vocabulary shared by blocks and retrofit.
@@ -17,6 +18,7 @@ from plugattn.models import eegnet as _eegnet  # noqa: F401  (registers its mode
 from plugattn.models import mobilenetv2 as _mobilenetv2  # noqa: F401  (registers its models)
 from plugattn.models import repvgg as _repvgg  # noqa: F401  (registers its models)
 from plugattn.models import resnet as _resnet  # noqa: F401  (registers its models)
+from plugattn.models import swin as _swin  # noqa: F401  (registers its models)
 from plugattn.models.blocks import (
     BasicBlock,
     Bottleneck,
@@ -35,11 +37,13 @@ from plugattn.models.registry import ModelEntry, create_model, list_models, mode
 from plugattn.models.repvgg import REPVGG_POSITIONS, RepVGG, RepVGGBlock, reparameterize
 from plugattn.models.resnet import ResNet
 from plugattn.models.retrofit import AttentionAfter, AttentionBefore, find_blocks, insert_attention
+from plugattn.models.swin import SWIN_POSITIONS, SwinTransformer
 
 __all__ = [
     "EEGNET_POSITIONS",
     "POSITIONS",
     "REPVGG_POSITIONS",
+    "SWIN_POSITIONS",
     "AttentionAfter",
     "AttentionBefore",
     "AttentionPlugin",
@@ -58,6 +62,7 @@ __all__ = [
     "ResNet",
     "ResidualBlock",
     "ShortcutA",
+    "SwinTransformer",
     "create_model",
     "find_blocks",
     "init_weights",

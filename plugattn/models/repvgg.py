@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plugattn._checks import check_choice, check_float, check_int
+from plugattn._checks import check_bool, check_choice, check_float, check_int
 from plugattn.attention.registry import AttentionSpec
 from plugattn.models.blocks import ResidualBlock, conv_no_bias, init_weights
 from plugattn.models.features import FeatureInfo
@@ -108,12 +108,6 @@ def check_repvgg_position(position: Any) -> str:
             f"before the ReLU; the default) or 'after_act' (after the ReLU)"
         )
     return check_choice("position", position, REPVGG_POSITIONS)
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return value
 
 
 def _conv_bn(in_chs: int, out_chs: int, kernel_size: int, stride: int, **f: Any) -> nn.Sequential:
@@ -168,7 +162,7 @@ class RepVGGBlock(ResidualBlock):
         self.conv_1x1: nn.Module | None = None
         self.identity: nn.Module | None = None
         self.reparam_conv: nn.Conv2d | None = None
-        if _check_flag("deploy", deploy):
+        if check_bool("deploy", deploy):
             self.reparam_conv = nn.Conv2d(in_chs, out_chs, 3, stride, 1, **f)
         else:
             self.conv_kxk = _conv_bn(in_chs, out_chs, 3, stride, **f)
@@ -319,8 +313,8 @@ class RepVGG(nn.Module):
                 f"attn_kwargs must be a dict of the attention's options or None, got {attn_kwargs!r}"
             )
         with_attention = check_stages(stages, len(depths))
-        _check_flag("deploy", deploy)
-        self.features_only = _check_flag("features_only", features_only)
+        check_bool("deploy", deploy)
+        self.features_only = check_bool("features_only", features_only)
         f = {"device": device, "dtype": dtype}
 
         in_chs, reduction = in_chans, 1

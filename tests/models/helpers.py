@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from plugattn.models import ResidualBlock
+from plugattn.models.swin import SwinStage
+
+
+def attention_hooks(model: nn.Module) -> list[nn.Module]:
+    """The modules that each hold one attention hook ``attn``: residual blocks and Swin stages."""
+    return [m for m in model.modules() if isinstance(m, (ResidualBlock, SwinStage))]
+
 
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

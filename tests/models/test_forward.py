@@ -10,8 +10,8 @@ from torch import nn
 
 import plugattn
 from plugattn.models import ResidualBlock, ResNet
-from tests.models.helpers import count, train_step
-from tests.models.test_registry import ALL_MODELS, CIFAR_MODELS
+from tests.models.helpers import attention_hooks, count, train_step
+from tests.models.test_registry import ALL_MODELS, CIFAR_MODELS, sized_for
 
 ATTENTION = plugattn.list_attention()
 
@@ -60,15 +60,15 @@ def model_num_classes(model: nn.Module) -> int:
 
 # One model per family by default; the other depths of a family (same code, more blocks) are slow.
 FAST_MODELS = ["resnet20", "wrn16_8", "resnext29_8x64d", "resnet18", "resnet50", "resnext50_32x4d",
-               "wide_resnet18_2", "mobilenet_v2"]  # fmt: skip
+               "wide_resnet18_2", "mobilenet_v2", "swin_t"]  # fmt: skip
 MODEL_PARAMS = [n if n in FAST_MODELS else pytest.param(n, marks=pytest.mark.slow) for n in ALL_MODELS]
 
 
 @pytest.mark.parametrize("name", MODEL_PARAMS)
 def test_every_model_trains_a_step(name):
     torch.manual_seed(0)
-    model = plugattn.create_model(name, num_classes=5)
     size = 8 if name.startswith("wrn28") else 16 if name in CIFAR_MODELS else 32
+    model = plugattn.create_model(name, num_classes=5, **sized_for(name, size))
     train_step(model, torch.randn(2, 3, size, size), 5)
 
 
@@ -78,8 +78,8 @@ def test_every_model_builds_with_every_attention_at_its_defaults(name, attention
     """Every module fits every backbone's widths with its default options (on the meta device: no
     memory, no time); the one training step per pair is the slow test below."""
     model = plugattn.create_model(name, attention=attention, device="meta")
-    blocks = [b for b in model.modules() if isinstance(b, ResidualBlock)]
-    assert blocks and all(b.has_attention for b in blocks)
+    hooks = attention_hooks(model)
+    assert hooks and all(h.has_attention for h in hooks)
 
 
 @pytest.mark.parametrize("attention", ATTENTION)
@@ -95,8 +95,8 @@ def test_every_attention_trains_a_step_in_the_main_backbones(name, attention):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_with_every_attention(name, attention):
     torch.manual_seed(0)
-    model = plugattn.create_model(name, attention=attention, num_classes=7)
     size = input_size(name)
+    model = plugattn.create_model(name, attention=attention, num_classes=7, **sized_for(name, size))
     forward_backward(model, torch.randn(2, 3, size, size), 7)
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import plugattn
-from plugattn.models import ResNet, model_entry, register_model
+from plugattn.models import ResNet, SwinTransformer, model_entry, register_model
 from plugattn.models.placement import POSITIONS
 
 ALL_MODELS = [
@@ -27,6 +27,8 @@ ALL_MODELS = [
     "resnet56",
     "resnext29_8x64d",
     "resnext50_32x4d",
+    "swin_s",
+    "swin_t",
     "wide_resnet18_2",
     "wrn16_8",
     "wrn28_10",
@@ -46,6 +48,13 @@ CIFAR_MODELS = {
 }
 
 
+def sized_for(name: str, size: int) -> dict:
+    """The options that fit a model to ``size``×``size`` test images: Swin Transformers are built for one
+    input size (their shift masks) and need a window that tiles its maps; the convolutional models take
+    any size as they are."""
+    return {"img_size": size, "window_size": 4} if model_entry(name).family == "swin" else {}
+
+
 def test_list_models_is_sorted_and_complete():
     assert plugattn.list_models() == sorted(ALL_MODELS + OTHER_DIMS_MODELS)
 
@@ -53,10 +62,10 @@ def test_list_models_is_sorted_and_complete():
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_default_num_classes(name):
     m = plugattn.create_model(name, device="meta")
-    head = m.fc if isinstance(m, ResNet) else m.classifier
+    head = m.fc if isinstance(m, ResNet) else m.head.fc if isinstance(m, SwinTransformer) else m.classifier
     assert head.out_features == (10 if name in CIFAR_MODELS else 1000)
     assert model_entry(name).num_classes == head.out_features
-    assert model_entry(name).paper.startswith(("He", "Zagoruyko", "Xie", "Sandler", "Ding"))
+    assert model_entry(name).paper.startswith(("He", "Zagoruyko", "Xie", "Sandler", "Ding", "Liu"))
 
 
 def test_names_are_case_insensitive():
