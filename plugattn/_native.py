@@ -24,7 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = ["load", "status"]
 
@@ -85,9 +87,12 @@ def _build(source: Path, compiler: str) -> Path:
     return target
 
 
-def load(source: Path) -> ctypes.CDLL | None:
+def load(source: Path, signatures: Mapping[str, tuple[tuple, Any]] | None = None) -> ctypes.CDLL | None:
     """The compiled library of the C file ``source``, built on first use; ``None`` when unavailable
-    (see :func:`status` for the reason). Thread-safe; built and loaded once per process."""
+    (see :func:`status` for the reason). Thread-safe; built and loaded once per process.
+
+    ``signatures`` maps function names to ``(argtypes, restype)``, set on the library when it is loaded.
+    """
     with _LOCK:
         if source in _LIBRARIES:
             return _LIBRARIES[source]
@@ -103,6 +108,9 @@ def load(source: Path) -> ctypes.CDLL | None:
                 import torch  # noqa: F401
 
                 library = ctypes.CDLL(str(_build(source, compiler)))
+                for name, (args, result) in (signatures or {}).items():
+                    getattr(library, name).argtypes = args
+                    getattr(library, name).restype = result
                 _REASONS[source.stem] = f"native ({Path(compiler).name}, OpenMP)"
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 _REASONS[source.stem] = f"pure torch (building {source.name} failed: {err})"

@@ -39,43 +39,25 @@ SOURCE = Path(__file__).with_name("ham_kernels.c")
 _F = ctypes.c_float
 _I = ctypes.c_int64
 _P = ctypes.c_void_p
+# (argtypes, restype) of each kernel; both input-gradient kernels take the same arguments.
+_INPUT_BACKWARD = (_P, _P, _P, _P, _P, _P, _P, _P, _F, _F, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int)
 _SIGNATURES = {
-    "ham_pool": (_P, _I, _I, _P, _P, _P, ctypes.c_int),
-    "ham_descriptors": (_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int),
-    "ham_recombine": (_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int),
-    "ham_recombine_backward": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int),
-    "ham_descriptors_backward": (_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int),
-    "ham_input_backward": (_P, _P, _P, _P, _P, _P, _P, _P, _F, _F, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int),
-    "ham_pool_cl": (_P, _I, _I, _I, _P, _P, _P, ctypes.c_int),
-    "ham_descriptors_cl": (_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int),
-    "ham_recombine_cl": (_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int),
-    "ham_recombine_backward_cl": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int),
-    "ham_descriptors_backward_cl": (_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int),
-    "ham_input_backward_cl": (
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        _P,
-        _F,
-        _F,
-        _P,
-        _P,
-        _P,
-        _I,
-        _I,
-        _I,
-        _P,
-        ctypes.c_int,
-    ),
-    "ham_spatial_conv_scratch": (_I, _I, _I),
-    "ham_spatial_conv": (_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int),
-    "ham_spatial_conv_backward": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int),
+    "ham_pool": ((_P, _I, _I, _P, _P, _P, ctypes.c_int), None),
+    "ham_descriptors": ((_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int), None),
+    "ham_recombine": ((_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int), None),
+    "ham_recombine_backward": ((_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int), None),
+    "ham_descriptors_backward": ((_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int), None),
+    "ham_input_backward": (_INPUT_BACKWARD, None),
+    "ham_pool_cl": ((_P, _I, _I, _I, _P, _P, _P, ctypes.c_int), None),
+    "ham_descriptors_cl": ((_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int), None),
+    "ham_recombine_cl": ((_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int), None),
+    "ham_recombine_backward_cl": ((_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int), None),
+    "ham_descriptors_backward_cl": ((_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int), None),
+    "ham_input_backward_cl": (_INPUT_BACKWARD, None),
+    "ham_spatial_conv_scratch": ((_I, _I, _I), _I),
+    "ham_spatial_conv": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int), None),
+    "ham_spatial_conv_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int), None),
 }
-_LIB: list[ctypes.CDLL | None] = []
 _ENABLED = [True]
 
 
@@ -95,15 +77,7 @@ def native_kernels(enabled: bool) -> Iterator[None]:
 
 
 def _library() -> ctypes.CDLL | None:
-    if not _LIB:
-        lib = _native.load(SOURCE)
-        if lib is not None:
-            for name, args in _SIGNATURES.items():
-                getattr(lib, name).argtypes = args
-                getattr(lib, name).restype = None
-            lib.ham_spatial_conv_scratch.restype = ctypes.c_int64
-        _LIB.append(lib)
-    return _LIB[0]
+    return _native.load(SOURCE, _SIGNATURES)
 
 
 def available() -> bool:

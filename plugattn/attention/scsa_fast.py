@@ -32,27 +32,20 @@ __all__ = ["available", "means", "output", "status", "usable", "window_pool"]
 SOURCE = Path(__file__).with_name("scsa_kernels.c")
 _I, _P, _T = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
 _SIGNATURES = {
-    "scsa_means": (_P, _I, _I, _I, _P, _P, _T),
-    "scsa_window_pool": (_P, _P, _P, _I, _I, _I, _I, _I, _P, _T),
-    "scsa_output": (_P, _P, _P, _P, _I, _I, _I, _P, _T),
-    "scsa_output_backward": (_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _T),
-    "scsa_window_pool_backward": (_P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _T),
-    "scsa_input_backward": (_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _T),
+    "scsa_means": ((_P, _I, _I, _I, _P, _P, _T), None),
+    "scsa_window_pool": ((_P, _P, _P, _I, _I, _I, _I, _I, _P, _T), None),
+    "scsa_output": ((_P, _P, _P, _P, _I, _I, _I, _P, _T), None),
+    "scsa_output_backward": ((_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _T), None),
+    "scsa_window_pool_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _T), None),
+    "scsa_input_backward": ((_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _T), None),
 }
-_LIB: list[ctypes.CDLL | None] = []
 
 
 def _library() -> ctypes.CDLL:
-    if not _LIB:
-        lib = _native.load(SOURCE)
-        if lib is not None:
-            for name, args in _SIGNATURES.items():
-                getattr(lib, name).argtypes = args
-                getattr(lib, name).restype = None
-        _LIB.append(lib)
-    if _LIB[0] is None:
+    lib = _native.load(SOURCE, _SIGNATURES)
+    if lib is None:
         raise RuntimeError(f"SCSA's kernels are not available: {_native.status(SOURCE.stem)}")
-    return _LIB[0]
+    return lib
 
 
 def available() -> bool:
