@@ -14,9 +14,25 @@ __version__ = "0.1.0"
 __all__ = ["__version__", *_attention_all]
 
 # models room
-from plugattn.models import create_model, insert_attention, list_models, mmcv_plugin  # noqa: E402
+from plugattn.models import (  # noqa: E402
+    create_model,
+    detection_backbone,
+    detection_model,
+    insert_attention,
+    list_models,
+    mmcv_plugin,
+    segmentation_model,
+)
 
-__all__ += ["create_model", "insert_attention", "list_models", "mmcv_plugin"]
+__all__ += [
+    "create_model",
+    "detection_backbone",
+    "detection_model",
+    "insert_attention",
+    "list_models",
+    "mmcv_plugin",
+    "segmentation_model",
+]
 
 # what modules and models cost, measured side by side (`plugattn bench`)
 from plugattn.benchmark import BenchReport, bench  # noqa: E402

@@ -8,6 +8,10 @@
 * :mod:`~plugattn.models.blocks` — the residual blocks, each with one attention hook ``attn``, in 1-D,
   2-D or 3-D (``spatial_dims``; layers by dimension in :mod:`~plugattn.models.layers`).
 * :mod:`~plugattn.models.placement` — the positions vocabulary shared by blocks and retrofit.
+* :func:`detection_backbone` / :func:`detection_model` — a ``features_only`` backbone under
+  torchvision's FPN, inside its Faster R-CNN, RetinaNet or FCOS (``detection.py``; torchvision is the
+  ``detection`` extra); :func:`segmentation_model` — the backbone under a Semantic FPN head
+  (``segmentation.py``, pure torch).
 * :func:`insert_attention` — attention into a model built elsewhere (torchvision, timm, ours).
 * :func:`mmcv_plugin` — an attention as an mmcv/mmdet plugin class.
 
@@ -28,6 +32,7 @@ from plugattn.models.blocks import (
     init_weights,
 )
 from plugattn.models.constraints import MaxNormConv2d, MaxNormLinear
+from plugattn.models.detection import DetectionBackbone, detection_backbone, detection_model
 from plugattn.models.eegnet import EEGNET_POSITIONS, EEGNet
 from plugattn.models.features import FeatureInfo
 from plugattn.models.interop import AttentionPlugin, mmcv_plugin, register_mmcv_plugin
@@ -37,6 +42,7 @@ from plugattn.models.registry import ModelEntry, create_model, list_models, mode
 from plugattn.models.repvgg import REPVGG_POSITIONS, RepVGG, RepVGGBlock, reparameterize
 from plugattn.models.resnet import ResNet
 from plugattn.models.retrofit import AttentionAfter, AttentionBefore, find_blocks, insert_attention
+from plugattn.models.segmentation import SemanticFPN, segmentation_model
 from plugattn.models.swin import SWIN_POSITIONS, SwinTransformer
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "AttentionPlugin",
     "BasicBlock",
     "Bottleneck",
+    "DetectionBackbone",
     "EEGNet",
     "FeatureInfo",
     "InvertedResidual",
@@ -61,9 +68,12 @@ __all__ = [
     "RepVGGBlock",
     "ResNet",
     "ResidualBlock",
+    "SemanticFPN",
     "ShortcutA",
     "SwinTransformer",
     "create_model",
+    "detection_backbone",
+    "detection_model",
     "find_blocks",
     "init_weights",
     "insert_attention",
@@ -73,4 +83,5 @@ __all__ = [
     "register_mmcv_plugin",
     "register_model",
     "reparameterize",
+    "segmentation_model",
 ]
