@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from plugattn._checks import check_threads
 from plugattn.attention import attention_entry, create_attention, list_attention
 from plugattn.cli.parser import RECIPE_FLAGS
 from plugattn.engine.config import default_preset, resolve_config
@@ -215,6 +216,30 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dense(args: argparse.Namespace) -> int:
+    from plugattn.runs.dense import DenseRecipe, run_dense
+
+    task = "detection" if args.command == "detect" else "segmentation"
+    fields = ("epochs", "batch_size", "lr", "train_scenes", "test_scenes", "size")
+    given = {k: getattr(args, k) for k in fields}
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    recipe = DenseRecipe(
+        task, model=args.model, attentions=tuple(a.strip() for a in args.attention.split(",")),
+        seeds=tuple(range(args.seeds)), **{k: v for k, v in given.items() if v is not None},
+    )  # fmt: skip
+    for name in recipe.attentions:
+        if name != "none":
+            attention_entry(name)  # an unknown module fails here, before any training
+    if args.threads is not None:
+        torch.set_num_threads(check_threads("--threads", args.threads))
+    out = Path(args.out) if args.out else Path("runs") / f"{args.command}-{args.model}"
+    run_dense(recipe, out, root=args.data_dir, download=args.download)
+    print(f"{out}: summary.md, summary.json, results.csv")
+    print((out / "summary.md").read_text())
+    return 0
+
+
 def cmd_list(channels: int, size: int, batch: int) -> int:
     """Print the registry table; returns the number of modules whose check failed."""
     rows, notes = [], []
@@ -254,4 +279,6 @@ COMMANDS = {
     "bench": cmd_bench,
     "viz": cmd_viz,
     "export": cmd_export,
+    "detect": cmd_dense,
+    "segment": cmd_dense,
 }

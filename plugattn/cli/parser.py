@@ -60,7 +60,9 @@ def get_parser() -> argparse.ArgumentParser:
     bn = _add_bench_parser(sub)
     vz = _add_viz_parser(sub)
     ex = _add_export_parser(sub)
-    for p in (ls, tr, ev, cp, bn, vz, ex):  # also after the command; SUPPRESS keeps a --debug given before it
+    dense = [_add_dense_parser(sub, task) for task in ("detect", "segment")]
+    # --debug also after the command; SUPPRESS keeps a --debug given before it
+    for p in (ls, tr, ev, cp, bn, vz, ex, *dense):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="full tracebacks")
     return parser
 
@@ -123,6 +125,27 @@ def _add_viz_parser(sub) -> argparse.ArgumentParser:
     vz.add_argument("--layer", help="the CAM's target layer (default: the last stage)")
     vz.add_argument("--out", required=True, help="directory for the PNG figures")
     return vz
+
+
+def _add_dense_parser(sub, command: str) -> argparse.ArgumentParser:
+    task = {"detect": "detection (Faster R-CNN, COCO mAP)", "segment": "segmentation (Semantic FPN, mIoU)"}
+    dp = sub.add_parser(
+        command, help=f"modules x seeds on Fashion-MNIST scenes: {task[command]}, paired by seed"
+    )
+    dp.add_argument("--model", default="resnet18", help="backbone with features_only (default resnet18)")
+    dp.add_argument("--attention", default="none,scsa,ham", help="comma-separated (default none,scsa,ham)")
+    dp.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    dp.add_argument("--epochs", type=int, help="passes over the training scenes (default 4)")
+    dp.add_argument("--batch-size", type=int, help="scenes per step (default 16)")
+    dp.add_argument("--lr", type=float, help="AdamW learning rate, one-cycle schedule (default 1e-3)")
+    dp.add_argument("--train-scenes", type=int, help="training scenes (default 1000)")
+    dp.add_argument("--test-scenes", type=int, help="test scenes, of test-split items (default 300)")
+    dp.add_argument("--size", type=int, help="canvas side in pixels (default 128)")
+    dp.add_argument("--data-dir", help="Fashion-MNIST's folder (default: $PLUGATTN_DATA or its places)")
+    dp.add_argument("--download", action="store_true", help="download Fashion-MNIST if absent")
+    dp.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    dp.add_argument("--out", help=f"grid directory (default runs/{command}-<model>)")
+    return dp
 
 
 def _add_export_parser(sub) -> argparse.ArgumentParser:
