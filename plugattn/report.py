@@ -116,6 +116,62 @@ def plot_accuracy_vs_cost(
     return _save_figure(plt, fig, path)
 
 
+def plot_scenes(
+    images: torch.Tensor,
+    truths: Sequence[dict[str, torch.Tensor]],
+    predictions: Sequence[dict[str, torch.Tensor]] | torch.Tensor,
+    classes: Sequence[str],
+    path: str | Path,
+    *,
+    title: str,
+    score_threshold: float = 0.5,
+) -> Path | None:
+    """Scenes ``(B, C, H, W)`` in [0, 1] with what was there and what the model found, one column each.
+
+    Detection (``predictions`` a list of ``{"boxes", "labels", "scores"}``): the true boxes in green
+    over the scene, and the detections scoring at least ``score_threshold`` in red with label and score
+    below it. Segmentation (``predictions`` the predicted label maps ``(B, H, W)``): the true map and the
+    predicted one, coloured by class (background black). ``classes[0]`` is the background.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    n, segmentation = len(images), isinstance(predictions, torch.Tensor)
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
+    grey = images.float().mean(1).clamp(0, 1).numpy()  # (B, H, W)
+    palette = colormaps["tab20"].resampled(max(len(classes), 2))
+    for j in range(n):
+        top, bottom = axes[0][j], axes[1][j]
+        if segmentation:
+            for ax, labels, name in (
+                (top, truths[j]["semantic"], "truth"),
+                (bottom, predictions[j], "predicted"),
+            ):
+                colours = palette(labels.numpy())[..., :3] * (labels.numpy() > 0)[..., None]
+                ax.imshow(colours, interpolation="nearest")
+                ax.set_title(name, fontsize=7)
+        else:
+            for ax, found, colour in ((top, truths[j], "lime"), (bottom, predictions[j], "red")):
+                ax.imshow(grey[j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                scores = found.get("scores")
+                for k, (x1, y1, x2, y2) in enumerate(found["boxes"].tolist()):
+                    if scores is not None and scores[k] < score_threshold:
+                        continue
+                    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=0.8, ec=colour))
+                    text = classes[int(found["labels"][k])] + ("" if scores is None else f" {scores[k]:.2f}")
+                    ax.text(x1, y1, text, fontsize=4.5, color=colour, va="bottom")
+            bottom.set_title(f"detections (score ≥ {score_threshold})", fontsize=7)
+            top.set_title("truth", fontsize=7)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return _save_figure(plt, fig, path)
+
+
 def _save_figure(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     try:

@@ -48,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"plugattn {command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except ImportError as err:
+        # An optional library the command needs is missing; the message says which extra has it.
+        if args.debug:
+            raise
+        print(f"plugattn {command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"plugattn {command}: interrupted (a run resumes with --resume)", file=sys.stderr)
         return 130

@@ -226,7 +226,9 @@ def cmd_dense(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     recipe = DenseRecipe(
         task, model=args.model, attentions=tuple(a.strip() for a in args.attention.split(",")),
-        seeds=tuple(range(args.seeds)), **{k: v for k, v in given.items() if v is not None},
+        seeds=tuple(range(args.seeds)), position=args.position,
+        **({"detector": args.detector} if task == "detection" else {}),
+        **{k: v for k, v in given.items() if v is not None},
     )  # fmt: skip
     for name in recipe.attentions:
         if name != "none":

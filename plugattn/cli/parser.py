@@ -134,6 +134,10 @@ def _add_dense_parser(sub, command: str) -> argparse.ArgumentParser:
     )
     dp.add_argument("--model", default="resnet18", help="backbone with features_only (default resnet18)")
     dp.add_argument("--attention", default="none,scsa,ham", help="comma-separated (default none,scsa,ham)")
+    dp.add_argument("--position", help="where in each block (default: each module's own place)")
+    if command == "detect":
+        dp.add_argument("--detector", choices=("faster_rcnn", "retinanet", "fcos"), default="faster_rcnn",
+                        help="torchvision's detector around the backbone (default faster_rcnn)")  # fmt: skip
     dp.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     dp.add_argument("--epochs", type=int, help="passes over the training scenes (default 4)")
     dp.add_argument("--batch-size", type=int, help="scenes per step (default 16)")

@@ -11,7 +11,7 @@ of per-image targets (``boxes``, ``labels``, ``area``, ``semantic``).
 * Segmentation models return logits ``(B, K, H, W)``; the loss is per-pixel cross-entropy and the
   metrics come from one confusion matrix over the split: IoU per class ``TP / (TP + FP + FN)``, their
   mean over classes present in the ground truth or the predictions (mIoU, background included, as
-  ADE20K's and VOC's), and pixel accuracy.
+  Pascal VOC's; ADE20K instead ignores its unlabelled pixels), and pixel accuracy.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "coco_metrics",
     "evaluate_detection",
     "evaluate_segmentation",
+    "require_pycocotools",
     "segmentation_metrics",
     "train_dense_epoch",
 ]
@@ -101,17 +102,23 @@ def evaluate_detection(model: nn.Module, batches: Iterable[Batch], num_classes: 
     return coco_metrics(truths, detections, num_classes)
 
 
+def require_pycocotools() -> tuple[type, type]:
+    """pycocotools' ``COCO`` and ``COCOeval``, or ``ImportError`` saying how to install them."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("detection metrics need pycocotools: pip install 'plugattn[detection]'") from err
+    return COCO, COCOeval
+
+
 def coco_metrics(truths: list[dict], detections: list[dict], num_classes: int) -> dict[str, float]:
     """pycocotools' bbox evaluation of ``detections`` against ``truths`` (one dict each per image).
 
     Boxes are ``x1, y1, x2, y2`` in pixels; labels ``1..num_classes-1``. Returns :data:`COCO_NAMES` in
     [0, 1]; an area range with no ground truth gives ``nan`` (pycocotools' -1).
     """
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("detection metrics need pycocotools: pip install 'plugattn[detection]'") from err
+    COCO, COCOeval = require_pycocotools()
     images, annotations, results = [], [], []
     for image_id, (truth, det) in enumerate(zip(truths, detections, strict=True)):
         images.append({"id": image_id})

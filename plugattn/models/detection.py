@@ -26,14 +26,15 @@ from torch import nn
 from plugattn._checks import check_choice, check_int
 from plugattn.models.registry import create_model
 
-__all__ = ["DETECTORS", "DetectionBackbone", "detection_backbone", "detection_model"]
+__all__ = ["DETECTORS", "DetectionBackbone", "detection_backbone", "detection_model", "require_torchvision"]
 
 DETECTORS = ("faster_rcnn", "retinanet", "fcos")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _torchvision() -> Any:
+def require_torchvision() -> Any:
+    """torchvision with its detection models and ops, or ``ImportError`` saying how to install it."""
     try:
         import torchvision
         import torchvision.models.detection  # noqa: F401  (the submodules used below)
@@ -56,7 +57,7 @@ class DetectionBackbone(nn.Module):
 
     def __init__(self, body: nn.Module, levels: Sequence[int], out_channels: int, extra: str) -> None:
         super().__init__()
-        ops = _torchvision().ops.feature_pyramid_network
+        ops = require_torchvision().ops.feature_pyramid_network
         info = getattr(body, "feature_info", None)
         if info is None:
             raise ValueError(
@@ -171,7 +172,7 @@ def detection_model(
     if image_size is not None:
         side = check_int("image_size", image_size, minimum=32)
         detector_kwargs = {"min_size": side, "max_size": side, **detector_kwargs}
-    tv = _torchvision()
+    tv = require_torchvision()
     det = tv.models.detection
     backbone = detection_backbone(
         name, attention=attention, position=position, in_chans=in_chans, fpn_channels=fpn_channels,

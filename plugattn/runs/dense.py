@@ -6,6 +6,7 @@ test images (items the training never saw), and writes::
 
     out/recipe.json              the recipe; a second call with another recipe refuses to mix them
     out/<attention>-seed<k>.json one cell's metrics, costs and training curve (written whole)
+    out/<attention>-seed<k>.png  the first seed's models on six test scenes, beside the truth
     out/results.csv              one row per finished cell
     out/summary.json, summary.md mean ± sd per module, and each module's difference to the baseline
                                  paired by seed (interval, paired t, exact sign-flip; runs.statistics)
@@ -34,11 +35,16 @@ from plugattn._checks import check_choice, check_float, check_int
 from plugattn._files import atomic_write
 from plugattn.data.canvas import CanvasDataset, collate_scenes
 from plugattn.data.registry import create_dataset
-from plugattn.engine.dense import evaluate_detection, evaluate_segmentation, train_dense_epoch
+from plugattn.engine.dense import (
+    evaluate_detection,
+    evaluate_segmentation,
+    require_pycocotools,
+    train_dense_epoch,
+)
 from plugattn.engine.optim import build_optimizer, build_scheduler
-from plugattn.models.detection import detection_model
+from plugattn.models.detection import DETECTORS, detection_model, require_torchvision
 from plugattn.models.segmentation import segmentation_model
-from plugattn.report import markdown_table, write_csv
+from plugattn.report import markdown_table, plot_scenes, write_csv
 from plugattn.runs.statistics import estimate, paired_difference, smallest_permutation_p
 
 __all__ = ["DenseRecipe", "run_dense", "summarise_dense"]
@@ -62,6 +68,8 @@ class DenseRecipe:
     task: str
     model: str = "resnet18"
     attentions: tuple[str, ...] = ("none", "scsa", "ham")
+    position: str | None = None  # where in the backbone; None: each module's default (create_model)
+    detector: str = "faster_rcnn"  # detection only: "faster_rcnn", "retinanet" or "fcos"
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 4  # passes over the training scenes
     batch_size: int = 16
@@ -77,6 +85,7 @@ class DenseRecipe:
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        check_choice("detector", self.detector, DETECTORS)
         if not self.attentions or len(set(self.attentions)) != len(self.attentions):
             raise ValueError(f"attentions must name distinct modules, got {self.attentions!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -97,13 +106,15 @@ class DenseRecipe:
 def _build(recipe: DenseRecipe, attention: str | None, num_classes: int, in_chans: int) -> nn.Module:
     if recipe.task == "detection":
         return detection_model(
-            "faster_rcnn", recipe.model, num_classes=num_classes, attention=attention, in_chans=in_chans,
+            recipe.detector, recipe.model, num_classes=num_classes, attention=attention,
+            position=recipe.position, in_chans=in_chans,
             fpn_channels=recipe.fpn_channels, image_size=recipe.size, image_mean=CANVAS_MEAN * in_chans,
             image_std=CANVAS_STD * in_chans, box_head_size=recipe.box_head_size,
             backbone_kwargs=dict(recipe.model_kwargs),
         )  # fmt: skip
-    return segmentation_model(recipe.model, num_classes=num_classes, attention=attention, in_chans=in_chans,
-                              channels=recipe.fpn_channels, **recipe.model_kwargs)  # fmt: skip
+    return segmentation_model(recipe.model, num_classes=num_classes, attention=attention,
+                              position=recipe.position, in_chans=in_chans, channels=recipe.fpn_channels,
+                              **recipe.model_kwargs)  # fmt: skip
 
 
 def build_dense_model(
@@ -133,9 +144,10 @@ def _batches(dataset: CanvasDataset, batch_size: int, order: torch.Tensor | None
 
 def run_cell(
     recipe: DenseRecipe, attention: str, seed: int, train: CanvasDataset, test: CanvasDataset,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] = print, figure: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train and evaluate one (attention, seed) cell; returns its record."""
+    """Train and evaluate one (attention, seed) cell; returns its record. ``figure``: a PNG of the first
+    test scenes with the truth and the final model's output (:func:`plugattn.report.plot_scenes`)."""
     model = build_dense_model(recipe, attention, seed, train.num_classes, train.in_chans)
     optimizer = build_optimizer(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay,
                                 decay_norm_and_bias=False)  # fmt: skip
@@ -153,6 +165,8 @@ def run_cell(
     start = time.perf_counter()
     evaluate = evaluate_detection if recipe.task == "detection" else evaluate_segmentation
     metrics = evaluate(model, _batches(test, recipe.batch_size), train.num_classes)
+    if figure is not None:
+        _draw(model, recipe, test, f"{attention}, seed {seed}", figure)
     return {
         "attention": attention,
         "seed": seed,
@@ -163,6 +177,15 @@ def run_cell(
         "curve": curve,
         "threads": torch.get_num_threads(),
     }
+
+
+@torch.no_grad()
+def _draw(model: nn.Module, recipe: DenseRecipe, test: CanvasDataset, name: str, path: Path) -> None:
+    images, truths = collate_scenes([test[i] for i in range(min(6, len(test)))])
+    model.eval()
+    found = model(list(images)) if recipe.task == "detection" else model(images).argmax(1)
+    title = f"{recipe.task}: {recipe.model} + {name}, final model on test scenes"
+    plot_scenes(images, truths, found, test.classes, path, title=title)
 
 
 def _scenes(
@@ -200,6 +223,9 @@ def run_dense(
     log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
     """Every (attention, seed) cell of ``recipe`` not yet in ``out``, then the summary (returned)."""
+    if recipe.task == "detection":  # the extra's libraries before any work, not after the first cell
+        require_torchvision()
+        require_pycocotools()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_recipe_file(out, recipe)
@@ -211,7 +237,8 @@ def run_dense(
             path = out / f"{attention}-seed{seed}.json"
             if path.exists():
                 continue
-            record = run_cell(recipe, attention, seed, train, test, log)
+            figure = out / f"{attention}-seed{seed}.png" if seed == recipe.seeds[0] else None
+            record = run_cell(recipe, attention, seed, train, test, log, figure)
             atomic_write(path, json.dumps(record, indent=2) + "\n")
             main = MAIN_METRIC[recipe.task]
             log(f"{attention} seed {seed}: {main} {record['metrics'][main]:.4f} "
@@ -258,8 +285,10 @@ def summarise_dense(out: str | Path, recipe: DenseRecipe, baseline: str = "none"
     else:
         header += ["Δ miou vs " + baseline, "p (t / sign-flip)"]
     floor = smallest_permutation_p(len(recipe.seeds))
+    model = f"{recipe.detector} over {recipe.model}" if recipe.task == "detection" else recipe.model
+    where = f" (attention at {recipe.position})" if recipe.position else ""
     text = (
-        f"# {recipe.task}: {recipe.model}, {len(recipe.seeds)} seeds\n\n"
+        f"# {recipe.task}: {model}{where}, {len(recipe.seeds)} seed{'s' * (len(recipe.seeds) != 1)}\n\n"
             + markdown_table(header, rows)
             + "\n\nMean ± sd over seeds (metrics in %); Δ is paired by seed with its 95% t-interval; "
             f"the exact sign-flip test cannot go below p = {floor:.3g} with {len(recipe.seeds)} seeds.\n"

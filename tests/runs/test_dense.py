@@ -94,3 +94,31 @@ def test_summary_of_a_grid_with_no_baseline_cells(tmp_path):
     assert summary["modules"]["se"]["miou"]["mean"] == 0.5
     assert "difference_miou" not in summary["modules"]["se"]
     assert "| se | 1 | 50.00 | 25.00 | 75.00 | 5 | 1 | – | – |" in (tmp_path / "summary.md").read_text()
+
+
+def test_detect_without_torchvision_says_which_extra_before_any_work(fmnist, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError, anywhere
+    out = tmp_path / "grid"
+    assert main(["detect", "--seeds", "1", "--data-dir", str(fmnist), "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "plugattn detect: error:" in err and "plugattn[detection]" in err and "bug" not in err
+    assert not out.exists()  # nothing written
+
+
+def test_the_recipes_position_moves_the_attention_in_the_backbone():
+    import plugattn
+
+    def places(recipe):
+        model = build_dense_model(recipe, "scsa", 0, 11, 1)
+        blocks = [m for m in model.modules() if isinstance(getattr(m, "attn", None), plugattn.SCSA)]
+        return {b.attn_position for b in blocks}, len(blocks)
+
+    # SCSA's own place in a basic block is before its last conv; the recipe's position moves all eight
+    assert places(DenseRecipe("segmentation", size=64)) == ({"before_last_conv"}, 8)
+    assert places(DenseRecipe("segmentation", size=64, position="end")) == ({"end"}, 8)
+    with pytest.raises(ValueError, match="position"):
+        places(DenseRecipe("segmentation", size=64, position="nowhere"))
+    with pytest.raises(ValueError, match="detector"):
+        DenseRecipe("detection", detector="yolo")
