@@ -172,6 +172,10 @@ def detection_model(
     if image_size is not None:
         side = check_int("image_size", image_size, minimum=32)
         detector_kwargs = {"min_size": side, "max_size": side, **detector_kwargs}
+    if kind == "fcos" and fpn_channels % 32:  # its head's GroupNorm has 32 groups
+        raise ValueError(
+            f"fpn_channels must be a multiple of 32 for FCOS (GroupNorm(32) head), got {fpn_channels}"
+        )
     tv = require_torchvision()
     det = tv.models.detection
     backbone = detection_backbone(

@@ -35,7 +35,7 @@ def test_backbone_returns_fpn_maps_at_its_strides(name, kwargs, levels, strides)
     with torch.no_grad():
         maps = backbone(torch.randn(1, 3, size, size))
     assert list(maps) == ["0", "1", "2", "3", "pool"]
-    assert [tuple(m.shape) for m in maps.values()] == [(1, 16, size // s, size // s) for s in strides]
+    assert [tuple(m.shape) for m in maps.values()] == [(1, 16, -(-size // s), -(-size // s)) for s in strides]
 
 
 def test_p6p7_levels_and_chosen_levels():
@@ -60,7 +60,7 @@ def scenes(n: int = 2, size: int = 128):
 def test_every_detector_trains_a_step_through_the_attention(kind, attention):
     torch.manual_seed(0)
     model = plugattn.detection_model(kind, "resnet18", num_classes=3, attention=attention, in_chans=1,
-                                     fpn_channels=16, image_size=128, image_mean=[0.1], image_std=[0.2],
+                                     fpn_channels=32, image_size=128, image_mean=[0.1], image_std=[0.2],
                                      box_head_size=32)  # fmt: skip
     images, targets = scenes()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -81,8 +81,9 @@ def test_anchors_are_twice_each_levels_stride_unless_given():
     assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
     assert model.transform.min_size == (128,) and model.transform.max_size == 128
     assert model.transform.image_mean == [0.485, 0.456, 0.406]  # ImageNet's for three channels
-    model = plugattn.detection_model("retinanet", num_classes=3, fpn_channels=8,
-                                     anchor_sizes=[16, 32, 64, 128, 256])  # fmt: skip
+    model = plugattn.detection_model(
+        "retinanet", num_classes=3, fpn_channels=8, anchor_sizes=[16, 32, 64, 128, 256, 512]
+    )  # P2-P5, P6, P7; fmt: skip
     assert model.anchor_generator.sizes[0] == (16, 20, 25)  # 16 * 2^(k/3), truncated
     assert model.anchor_generator.aspect_ratios[0] == (0.5, 1.0, 2.0)
 
@@ -97,6 +98,7 @@ def test_anchors_are_twice_each_levels_stride_unless_given():
         ({"anchor_sizes": [8, 16, 32, 64, 0]}, "anchor_sizes"),
         ({"num_classes": 1}, "num_classes"),
         ({"image_size": 8}, "image_size"),
+        ({"kind": "fcos", "fpn_channels": 48}, "fpn_channels"),
         ({"backbone_kwargs": {"levels": [3, 1]}}, "levels"),
     ],
 )
@@ -130,7 +132,7 @@ def detected(boxes, labels, scores):
 def test_coco_metrics_of_perfect_boxes_are_one():
     truths = [truth([[0, 0, 10, 10], [20, 20, 80, 80]], [1, 2], [100, 3600])]
     m = coco_metrics(truths, [detected([[0, 0, 10, 10], [20, 20, 80, 80]], [1, 2], [0.9, 0.8])], 3)
-    assert m["map"] == m["map_50"] == m["map_75"] == pytest.approx(1.0)
+    assert [m["map"], m["map_50"], m["map_75"]] == pytest.approx([1.0, 1.0, 1.0])
     assert m["map_small"] == pytest.approx(1.0) and m["map_medium"] == pytest.approx(1.0)
     assert math.isnan(m["map_large"])  # no object of 96² px or more: pycocotools' -1
 
@@ -153,7 +155,7 @@ def test_coco_metrics_average_over_classes_and_score_nothing_as_zero():
 
 
 def test_evaluate_detection_runs_the_model_in_eval_mode():
-    model = plugattn.detection_model("fcos", num_classes=3, in_chans=1, fpn_channels=8, image_size=128,
+    model = plugattn.detection_model("fcos", num_classes=3, in_chans=1, fpn_channels=32, image_size=128,
                                      image_mean=[0.1], image_std=[0.2])  # fmt: skip
     model.train()
     m = evaluate_detection(model, [scenes()], 3)
@@ -188,3 +190,15 @@ def test_detect_cli_takes_the_detector_and_the_position(tmp_path):
     title = (out / "summary.md").read_text().splitlines()[0]
     assert title == "# detection: retinanet over resnet18 (attention at end), 1 seed"
     assert (out / "scsa-seed0.png").stat().st_size > 0
+
+
+def test_the_recipe_sizes_faster_rcnns_sampling_and_shares_weights_across_modules():
+    from plugattn.runs.dense import DenseRecipe, build_dense_model
+
+    recipe = DenseRecipe("detection", size=64, rois_per_image=32, proposals=100)
+    plain, ham = (build_dense_model(recipe, a, 3, 11, 1) for a in ("none", "ham"))
+    assert ham.roi_heads.fg_bg_sampler.batch_size_per_image == 32
+    assert ham.rpn._post_nms_top_n == {"training": 100, "testing": 100}
+    assert ham.rpn._pre_nms_top_n == {"training": 200, "testing": 200}
+    theirs = ham.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in plain.state_dict().items())  # only the attention differs
