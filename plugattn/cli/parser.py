@@ -139,11 +139,11 @@ def _add_dense_parser(sub, command: str) -> argparse.ArgumentParser:
         dp.add_argument("--detector", choices=("faster_rcnn", "retinanet", "fcos"), default="faster_rcnn",
                         help="torchvision's detector around the backbone (default faster_rcnn)")  # fmt: skip
     dp.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
-    dp.add_argument("--epochs", type=int, help="passes over the training scenes (default 4)")
+    dp.add_argument("--epochs", type=int, help="passes over the training scenes (default 3)")
     dp.add_argument("--batch-size", type=int, help="scenes per step (default 16)")
     dp.add_argument("--lr", type=float, help="AdamW learning rate, one-cycle schedule (default 1e-3)")
-    dp.add_argument("--train-scenes", type=int, help="training scenes (default 1000)")
-    dp.add_argument("--test-scenes", type=int, help="test scenes, of test-split items (default 300)")
+    dp.add_argument("--train-scenes", type=int, help="training scenes (default 640)")
+    dp.add_argument("--test-scenes", type=int, help="test scenes, of test-split items (default 200)")
     dp.add_argument("--size", type=int, help="canvas side in pixels (default 128)")
     dp.add_argument("--data-dir", help="Fashion-MNIST's folder (default: $PLUGATTN_DATA or its places)")
     dp.add_argument("--download", action="store_true", help="download Fashion-MNIST if absent")

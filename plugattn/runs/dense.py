@@ -62,7 +62,8 @@ CANVAS_MEAN, CANVAS_STD = (0.1,), (0.2,)  # detector normalisation of the dark g
 class DenseRecipe:
     """One grid: the task, the backbone, the modules and seeds, the scenes and the optimisation.
 
-    Defaults are the CPU recipe of docs/detection.md and docs/segmentation.md (2 cores, ~4 min a cell).
+    Defaults are the CPU recipe recorded in docs/detection.md and docs/segmentation.md (2 cores: about
+    4 minutes a detection cell, 2.5 a segmentation cell).
     """
 
     task: str
@@ -71,15 +72,20 @@ class DenseRecipe:
     position: str | None = None  # where in the backbone; None: each module's default (create_model)
     detector: str = "faster_rcnn"  # detection only: "faster_rcnn", "retinanet" or "fcos"
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 4  # passes over the training scenes
+    epochs: int = 3  # passes over the training scenes
     batch_size: int = 16
     lr: float = 1e-3  # AdamW, one-cycle schedule (warm-up then cosine)
     weight_decay: float = 1e-4
-    train_scenes: int = 1000
-    test_scenes: int = 300
+    train_scenes: int = 640
+    test_scenes: int = 200
     size: int = 128  # canvas side, pixels; the detector keeps it (no resizing)
     fpn_channels: int = 64  # FPN width (torchvision's COCO detectors: 256)
     box_head_size: int = 256  # Faster R-CNN's box head width (torchvision's: 1024)
+    # Faster R-CNN's sampled RoIs per training image (torchvision's 512: its RoI Align backward, one thread
+    # on the CPU, took half of each step) and RPN proposals kept after NMS (torchvision's 2000, 1000 at
+    # test; 2x as many before NMS). A scene holds 2-6 objects.
+    rois_per_image: int = 64
+    proposals: int = 300
     data_seed: int = 0  # the scenes' seed: the same scenes in every cell
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -92,7 +98,8 @@ class DenseRecipe:
             raise ValueError(f"seeds must be distinct, got {self.seeds!r}")
         for s in self.seeds:
             check_int("seeds[]", s, minimum=0)
-        for name in ("epochs", "batch_size", "train_scenes", "test_scenes", "fpn_channels", "box_head_size"):
+        for name in ("epochs", "batch_size", "train_scenes", "test_scenes", "fpn_channels", "box_head_size",
+                     "rois_per_image", "proposals"):  # fmt: skip
             check_int(name, getattr(self, name), minimum=1)
         check_int("size", self.size, minimum=32)
         check_float("lr", self.lr, low=0, low_open=True)
@@ -105,12 +112,18 @@ class DenseRecipe:
 
 def _build(recipe: DenseRecipe, attention: str | None, num_classes: int, in_chans: int) -> nn.Module:
     if recipe.task == "detection":
+        sampling = {}
+        if recipe.detector == "faster_rcnn":
+            n = recipe.proposals
+            sampling = {"box_batch_size_per_image": recipe.rois_per_image, "rpn_pre_nms_top_n_train": 2 * n,
+                        "rpn_pre_nms_top_n_test": 2 * n, "rpn_post_nms_top_n_train": n,
+                        "rpn_post_nms_top_n_test": n}  # fmt: skip
         return detection_model(
             recipe.detector, recipe.model, num_classes=num_classes, attention=attention,
             position=recipe.position, in_chans=in_chans,
             fpn_channels=recipe.fpn_channels, image_size=recipe.size, image_mean=CANVAS_MEAN * in_chans,
             image_std=CANVAS_STD * in_chans, box_head_size=recipe.box_head_size,
-            backbone_kwargs=dict(recipe.model_kwargs),
+            backbone_kwargs=dict(recipe.model_kwargs), **sampling,
         )  # fmt: skip
     return segmentation_model(recipe.model, num_classes=num_classes, attention=attention,
                               position=recipe.position, in_chans=in_chans, channels=recipe.fpn_channels,
