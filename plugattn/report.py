@@ -216,7 +216,7 @@ def write_comparison(
     atomic_write(out / "summary.md", summary)
     write_csv(out / "summary.csv", list(rows[0]), [list(r.values()) for r in rows])
     document = {"title": title, "conditions": conditions, "rows": list(rows)}
-    atomic_write(out / "summary.json", json.dumps(_finite(document), indent=2))
+    atomic_write(out / "summary.json", json.dumps(without_nan(document), indent=2))
     plot_accuracy_vs_cost(
         [{**r, "train_ms_per_image": 1e3 / r["train_images_per_s"]} for r in rows],
         out / "accuracy_vs_cost.png",
@@ -281,12 +281,12 @@ def _comparison_note(rows: Sequence[dict[str, Any]], conditions: dict[str, Any])
     return note
 
 
-def _finite(value: Any) -> Any:
+def without_nan(value: Any) -> Any:
     """``value`` with every NaN replaced by ``None`` (JSON has no NaN)."""
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: without_nan(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [without_nan(v) for v in value]
     return value

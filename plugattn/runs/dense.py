@@ -44,7 +44,7 @@ from plugattn.engine.dense import (
 from plugattn.engine.optim import build_optimizer, build_scheduler
 from plugattn.models.detection import DETECTORS, detection_model, require_torchvision
 from plugattn.models.segmentation import segmentation_model
-from plugattn.report import markdown_table, plot_scenes, write_csv
+from plugattn.report import markdown_table, plot_scenes, without_nan, write_csv
 from plugattn.runs.statistics import estimate, paired_difference, smallest_permutation_p
 
 __all__ = ["DenseRecipe", "run_dense", "summarise_dense"]
@@ -252,7 +252,7 @@ def run_dense(
                 continue
             figure = out / f"{attention}-seed{seed}.png" if seed == recipe.seeds[0] else None
             record = run_cell(recipe, attention, seed, train, test, log, figure)
-            atomic_write(path, json.dumps(record, indent=2) + "\n")
+            atomic_write(path, json.dumps(without_nan(record), indent=2, allow_nan=False) + "\n")
             main = MAIN_METRIC[recipe.task]
             log(f"{attention} seed {seed}: {main} {record['metrics'][main]:.4f} "
                 f"({record['train_seconds']:.0f} s training)")  # fmt: skip
@@ -264,6 +264,8 @@ def summarise_dense(out: str | Path, recipe: DenseRecipe, baseline: str = "none"
     out = Path(out)
     records = [json.loads(p.read_text()) for a in recipe.attentions for s in recipe.seeds
                if (p := out / f"{a}-seed{s}.json").exists()]  # fmt: skip
+    for r in records:  # JSON has no NaN: a metric without ground truth (an empty area range) is null
+        r["metrics"] = {k: math.nan if v is None else v for k, v in r["metrics"].items()}
     names = REPORTED[recipe.task]
     table = [
         [
@@ -307,7 +309,7 @@ def summarise_dense(out: str | Path, recipe: DenseRecipe, baseline: str = "none"
             f"the exact sign-flip test cannot go below p = {floor:.3g} with {len(recipe.seeds)} seeds.\n"
     )  # fmt: skip
     atomic_write(out / "summary.md", text)
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "summary.json", json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
     return summary
 
 

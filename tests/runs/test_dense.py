@@ -122,3 +122,16 @@ def test_the_recipes_position_moves_the_attention_in_the_backbone():
         places(DenseRecipe("segmentation", size=64, position="nowhere"))
     with pytest.raises(ValueError, match="detector"):
         DenseRecipe("detection", detector="yolo")
+
+
+def test_cells_and_summary_are_strict_json_with_null_for_missing_values(fmnist, tmp_path):
+    out = tmp_path / "grid"
+    base = ["segment", "--attention", "none", "--seeds", "1", "--data-dir", str(fmnist), "--out", str(out)]
+    assert main(base + TINY) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    json.loads((out / "none-seed0.json").read_text(), parse_constant=refuse)
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["modules"]["none"]["miou"]["low"] is None  # one seed: no interval
