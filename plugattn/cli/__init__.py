@@ -42,14 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _check_positive(parser, name, value)
             return 1 if cmd_list(channels, size, batch) else 0
         return COMMANDS[command](args)
-    except (ValueError, OSError, FloatingPointError) as err:
-        # The user's input was wrong, or the data, or the place asked to write to: one clear line.
-        if args.debug:
-            raise
-        print(f"plugattn {command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except ImportError as err:
-        # An optional library the command needs is missing; the message says which extra has it.
+    except (ValueError, OSError, FloatingPointError, ImportError) as err:
+        # The user's input was wrong, or the data, or the place asked to write to, or an optional library
+        # the command needs is missing (the message names its extra): one clear line.
         if args.debug:
             raise
         print(f"plugattn {command}: error: {_one_line(err)}", file=sys.stderr)
