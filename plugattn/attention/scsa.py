@@ -203,12 +203,12 @@ class SCSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        if (
-            self.spatial_dims == 2
-            and self.down_sample_mode == "avg_pool"
-            and scsa_fast.usable(x, *self.parameters())
-        ):
-            return self._forward_native(x)
+        if self.spatial_dims == 2 and self.down_sample_mode == "avg_pool":
+            if scsa_fast.usable(x, *self.parameters()):
+                return self._forward_native(x)
+            if scsa_fast.usable_in_float32(x, *self.parameters()):  # CPU autocast: float32, natively
+                with torch.autocast("cpu", enabled=False):
+                    return self._forward_native(x.float()).to(x.dtype)
         return self._pcsa(self._smsa(x))
 
     def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,12 +219,12 @@ class SCSA(nn.Module):
         if not (
             torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         ):
-            a_h, a_w = self._smsa_gates(list(scsa_fast.means(x)))
-            a_c = self._pcsa_gate(scsa_fast.window_pool(x, a_h, a_w, window))
+            a_h, a_w = self._smsa_gates(list(scsa_fast.means(x)), native=True)
+            a_c = self._pcsa_gate(scsa_fast.window_pool(x, a_h, a_w, window), native=True)
             return scsa_fast.output(x, a_h, a_w, a_c)
         x_h, x_w, token, tape = scsa_fast.means_with_autograd(x, window)
-        a_h, a_w = self._smsa_gates([x_h, x_w])
-        a_c = self._pcsa_gate(scsa_fast.window_pool_with_autograd(x, a_h, a_w, token, tape))
+        a_h, a_w = self._smsa_gates([x_h, x_w], native=True)
+        a_c = self._pcsa_gate(scsa_fast.window_pool_with_autograd(x, a_h, a_w, token, tape), native=True)
         return scsa_fast.output_with_autograd(x, a_h, a_w, a_c, token, tape)
 
     def _smsa(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,8 +240,9 @@ class SCSA(nn.Module):
             x = x * a.reshape(shape)  # a_h (B, C, H, 1), a_w (B, C, 1, W) in 2-D
         return x
 
-    def _smsa_gates(self, seqs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Steps (2)-(3): each axis's gate ``(B, C, n_axis)`` from its pooled sequence."""
+    def _smsa_gates(self, seqs: list[torch.Tensor], native: bool = False) -> list[torch.Tensor]:
+        """Steps (2)-(3): each axis's gate ``(B, C, n_axis)`` from its pooled sequence; ``native``: the
+        depthwise convolution as the native path's C kernel instead of ``F.conv1d``."""
         b, c = seqs[0].shape[:2]
         weight, bias = self._smsa_kernel()
         pad = weight.shape[-1] // 2
@@ -251,7 +252,10 @@ class SCSA(nn.Module):
         for seq in seqs[1:]:
             parts += [seq.new_zeros(b, c, pad), seq]
         seq = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]  # (B, C, Σ n + (d - 1)·pad)
-        s = F.conv1d(seq, weight, bias, padding=pad, groups=c)  # same length
+        if native:
+            s = scsa_fast.depthwise_conv1d(seq, weight, bias)
+        else:
+            s = F.conv1d(seq, weight, bias, padding=pad, groups=c)  # same length
         gates, start = [], 0
         for name, one in zip(self._axis_norms, seqs, strict=True):
             n = one.shape[2]
@@ -267,14 +271,17 @@ class SCSA(nn.Module):
             y = _window_pool(x, self.window_size, self.down_sample_mode)  # (B, C, *S'): h', w' in 2-D
         return x * self._pcsa_gate(y)
 
-    def _pcsa_gate(self, y: torch.Tensor) -> torch.Tensor:
-        """Steps (6)-(9): the channel gate ``a_c`` ``(B, C, 1, ...)`` from the pooled ``x_s``."""
+    def _pcsa_gate(self, y: torch.Tensor, native: bool = False) -> torch.Tensor:
+        """Steps (6)-(9): the channel gate ``a_c`` ``(B, C, 1, ...)`` from the pooled ``x_s``; ``native``:
+        q, k, v (depthwise 1×1 convs: per-channel scales) as multiplications, which cost a tenth of the
+        convs' calls on the CPU's small pooled maps."""
         b, c = y.shape[:2]
         y = self.norm(y)
+        q, k, v = (_scale(conv, y) if native else conv(y) for conv in (self.q, self.k, self.v))
         shape = (b, self.head_num, self.head_dim, -1)
-        q = self.q(y).reshape(shape)  # (B, heads, C/heads, N): channels are the tokens
-        k = self.k(y).reshape(shape)
-        v = self.v(y).mean(dim=spatial_axes(y)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
+        q = q.reshape(shape)  # (B, heads, C/heads, N): channels are the tokens
+        k = k.reshape(shape)
+        v = v.mean(dim=spatial_axes(y)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
         attn = (q @ k.transpose(-2, -1)) * self.scaler  # (B, heads, C/heads, C/heads)
         attn = self.attn_drop(attn.softmax(dim=-1))
         return self.channel.gate((attn @ v).reshape(b, c, *[1] * (y.dim() - 2)))  # (B, C, 1, ...)
@@ -284,6 +291,13 @@ class SCSA(nn.Module):
             f"channels={self.channels}, head_num={self.head_num}, window_size={self.window_size}, "
             f"down_sample_mode={self.down_sample_mode!r}, gate_layer={self.gate_layer!r}"
         ) + (f", spatial_dims={self.spatial_dims}" if self.spatial_dims != 2 else "")
+
+
+def _scale(conv: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A depthwise 1×1 conv ``(C, 1, 1, ...)`` applied as what it is: ``y · w_c (+ b_c)`` per channel."""
+    shape = (1, -1, *[1] * (y.dim() - 2))
+    out = y * conv.weight.reshape(shape)
+    return out if conv.bias is None else out + conv.bias.reshape(shape)
 
 
 def _window_pool(x: torch.Tensor, window_size: int, mode: str) -> torch.Tensor:

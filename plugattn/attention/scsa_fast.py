@@ -1,18 +1,22 @@
 """SCSA's native CPU path: its passes over the feature map as fused C kernels (``scsa_kernels.c``).
 
-For a float32 contiguous CPU image map with average-pooling PCSA, :class:`~plugattn.attention.scsa.SCSA`
-runs SMSA's row and column means (Eq. 1), PCSA's window pooling of ``x_s = x · a_h ⊗ a_w`` (Eq. 5) and
-the output ``x_s · a_c`` (Eq. 10) as one C loop each, and never stores ``x_s``; the backward is three
-passes: the output's reductions into the three gates, the pooling's into ``a_h`` and ``a_w``, and the
-whole input gradient in one pass. The small parts between them (SMSA's depthwise convs, GroupNorms
-and gates, PCSA's attention across channels) stay the module's own torch layers, with autograd and
-hooks as usual.
+For a float32 CPU image map, contiguous or channels-last, with average-pooling PCSA,
+:class:`~plugattn.attention.scsa.SCSA` runs SMSA's row and column means (Eq. 1), PCSA's window pooling
+of ``x_s = x · a_h ⊗ a_w`` (Eq. 5) and the output ``x_s · a_c`` (Eq. 10) as one C loop each, and never
+stores ``x_s``; the backward is three passes: the output's reductions into the three gates, the
+pooling's into ``a_h`` and ``a_w``, and the whole input gradient in one pass. The small parts between
+them (SMSA's depthwise convs, GroupNorms and gates, PCSA's attention across channels) stay the module's
+own torch layers, with autograd and hooks as usual. Under CPU autocast the module takes this path in
+float32 (the bf16 map cast up, the output cast back), as HAM does.
+
+The channels-last kernels run over the channels in their inner loops; they take the gates transposed,
+``(B, n, C)``, and give the pooled map in channels-last.
 
 The input gradient is gathered as in :mod:`~plugattn.attention.ham_fast`: the means' Function returns a
 token that the pooling and the output take; their backward passes leave ``∂L/∂x`` to it, storing what
-it needs on the call's :class:`_Tape`. Everything else (other dtypes, layouts and dimensions, max
-pooling, CUDA, ``torch.compile``, tracing, ``torch.func``, no C compiler) takes the pure-torch path,
-which computes the same function; the tests hold the two to each other.
+it needs on the call's :class:`_Tape`. Everything else (other dtypes and dimensions, max pooling, CUDA,
+``torch.compile``, tracing, ``torch.func``, no C compiler) takes the pure-torch path, which computes the
+same function; the tests hold the two to each other.
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from plugattn import _native
 from plugattn.attention import ham_fast
 
-__all__ = ["available", "means", "output", "status", "usable", "window_pool"]
+__all__ = [
+    "available",
+    "depthwise_conv1d",
+    "means",
+    "output",
+    "status",
+    "usable",
+    "usable_in_float32",
+    "window_pool",
+]
 
 SOURCE = Path(__file__).with_name("scsa_kernels.c")
 _I, _P, _T = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
@@ -38,6 +51,15 @@ _SIGNATURES = {
     "scsa_output_backward": ((_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _T), None),
     "scsa_window_pool_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _T), None),
     "scsa_input_backward": ((_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _T), None),
+    # channels-last: the batch and the channels instead of the B·C planes (one size more each)
+    "scsa_means_cl": ((_P, _I, _I, _I, _I, _P, _P, _T), None),
+    "scsa_window_pool_cl": ((_P, _P, _P, _I, _I, _I, _I, _I, _I, _P, _T), None),
+    "scsa_output_cl": ((_P, _P, _P, _P, _I, _I, _I, _I, _P, _T), None),
+    "scsa_output_backward_cl": ((_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
+    "scsa_window_pool_backward_cl": ((_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P, _P, _T), None),
+    "scsa_input_backward_cl": ((_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P, _T), None),
+    "scsa_dwconv": ((_P, _P, _P, _I, _I, _I, _I, _P, _T), None),
+    "scsa_dwconv_backward": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
 }
 
 
@@ -64,50 +86,92 @@ def status() -> str:
 
 
 def usable(x: Tensor, *others: Tensor) -> bool:
-    """Whether a call on ``x`` takes the native path: an image map ``(B, C, H, W)`` in the contiguous
-    layout meeting :func:`plugattn.attention.ham_fast.usable`'s conditions, and these kernels built."""
-    return x.dim() == 4 and x.is_contiguous() and ham_fast.usable(x, *others) and available()
+    """Whether a call on ``x`` takes the native path: an image map ``(B, C, H, W)``, contiguous or
+    channels-last, meeting :func:`plugattn.attention.ham_fast.usable`'s conditions, and these kernels
+    built."""
+    return x.dim() == 4 and ham_fast.usable(x, *others) and available()
 
 
-def _dims(x: Tensor) -> tuple[int, int, int]:
-    return x.shape[0] * x.shape[1], x.shape[2], x.shape[3]
+def usable_in_float32(x: Tensor, *others: Tensor) -> bool:
+    """Whether a call on ``x`` under CPU autocast takes the native path in float32 (``x`` cast up, the
+    output cast back), as :func:`plugattn.attention.ham_fast.usable_in_float32` says for HAM."""
+    return x.dim() == 4 and ham_fast.usable_in_float32(x, *others) and available()
 
 
-def _gates(a_h: Tensor, a_w: Tensor) -> tuple[Tensor, Tensor]:
-    """The spatial gates as contiguous ``(B, C, n)`` float32 (the small nets give them in that shape)."""
-    return a_h.detach().contiguous(), a_w.detach().contiguous()
+def _kernel(name: str, x: Tensor) -> ctypes._CFuncPtr:
+    """The kernel for ``x``'s layout (``name_cl`` for channels-last)."""
+    return getattr(_library(), name + ("_cl" if ham_fast.channels_last(x) else ""))
+
+
+def _dims(x: Tensor) -> tuple[int, ...]:
+    """The sizes the kernels take: the B·C planes, H, W; channels-last: B, C, H, W."""
+    b, c, h, w = x.shape
+    return (b, c, h, w) if ham_fast.channels_last(x) else (b * c, h, w)
+
+
+def _empty(x: Tensor, *shape: int) -> Tensor:
+    """A new map of ``shape`` in ``x``'s layout."""
+    return torch.empty(shape, dtype=x.dtype, memory_format=ham_fast._layout(x))
+
+
+def _gate(x: Tensor, a: Tensor) -> Tensor:
+    """A spatial gate or the gradient of a mean ``(B, C, n)`` as the kernels take it: float32 contiguous,
+    transposed to ``(B, n, C)`` for a channels-last ``x``."""
+    a = a.detach()
+    return (a.transpose(1, 2) if ham_fast.channels_last(x) else a).contiguous()
+
+
+def _ungate(x: Tensor, a: Tensor) -> Tensor:
+    """The inverse of :func:`_gate`'s transposition: ``(B, C, n)`` (a view)."""
+    return a.transpose(1, 2) if ham_fast.channels_last(x) else a
+
+
+def _sequence(x: Tensor, n: int) -> Tensor:
+    """A new ``(B, C, n)`` sequence in the kernels' layout for ``x`` (see :func:`_gate`)."""
+    b, c = x.shape[:2]
+    return x.new_empty(b, n, c) if ham_fast.channels_last(x) else x.new_empty(b, c, n)
 
 
 def means(x: Tensor) -> tuple[Tensor, Tensor]:
     """Eq. (1): ``x_h = mean_W x`` ``(B, C, H)`` and ``x_w = mean_H x`` ``(B, C, W)``."""
-    planes, h, w = _dims(x)
-    xh, xw = x.new_empty(*x.shape[:2], h), x.new_empty(*x.shape[:2], w)
-    _library().scsa_means(x.data_ptr(), planes, h, w, xh.data_ptr(), xw.data_ptr(), torch.get_num_threads())
-    return xh, xw
+    xh, xw = _sequence(x, x.shape[2]), _sequence(x, x.shape[3])
+    _kernel("scsa_means", x)(x.data_ptr(), *_dims(x), xh.data_ptr(), xw.data_ptr(), torch.get_num_threads())
+    return _ungate(x, xh), _ungate(x, xw)
 
 
 def window_pool(x: Tensor, a_h: Tensor, a_w: Tensor, window: tuple[int, int]) -> Tensor:
     """Eq. (5): average pooling of ``x · a_h ⊗ a_w`` with kernel = stride = ``window``, floor mode."""
-    planes, h, w = _dims(x)
-    a_h, a_w = _gates(a_h, a_w)
-    out = x.new_empty(*x.shape[:2], h // window[0], w // window[1])
-    _library().scsa_window_pool(
-        *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr()), planes, h, w, *window, out.data_ptr(),
+    a_h, a_w = _gate(x, a_h), _gate(x, a_w)
+    out = _empty(x, *x.shape[:2], x.shape[2] // window[0], x.shape[3] // window[1])
+    _kernel("scsa_window_pool", x)(
+        *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr()), *_dims(x), *window, out.data_ptr(),
         torch.get_num_threads(),
     )  # fmt: skip
     return out
+
+
+def _channel_gate(a_c: Tensor) -> Tensor:
+    return a_c.detach().reshape(a_c.shape[:2]).contiguous()  # (B, C)
 
 
 def output(x: Tensor, a_h: Tensor, a_w: Tensor, a_c: Tensor) -> Tensor:
     """Eq. (10): ``x · a_h ⊗ a_w · a_c``."""
-    planes, h, w = _dims(x)
-    (a_h, a_w), a_c = _gates(a_h, a_w), a_c.detach().contiguous()
+    return _output(x, _gate(x, a_h), _gate(x, a_w), _channel_gate(a_c))
+
+
+def _output(x: Tensor, a_h: Tensor, a_w: Tensor, a_c: Tensor) -> Tensor:
+    """Eq. (10) with the gates as the kernels take them."""
     out = torch.empty_like(x)
-    _library().scsa_output(
-        *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), a_c.data_ptr()), planes, h, w, out.data_ptr(),
+    _kernel("scsa_output", x)(
+        *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), a_c.data_ptr()), *_dims(x), out.data_ptr(),
         torch.get_num_threads(),
     )  # fmt: skip
     return out
+
+
+def _like(x: Tensor, grad: Tensor) -> Tensor:
+    """A gradient in ``x``'s layout, as the kernels read it."""
+    return grad.contiguous(memory_format=ham_fast._layout(x))
 
 
 class _Tape:
@@ -115,7 +179,7 @@ class _Tape:
 
     def __init__(self, window: tuple[int, int]) -> None:
         self.window = window
-        self.gates: tuple[Tensor, Tensor, Tensor] | None = None  # a_h, a_w, a_c as the output used them
+        self.gates: tuple[Tensor, Tensor, Tensor] | None = None  # a_h, a_w, a_c as the kernels took them
         self.grad_out: Tensor | None = None  # ∂L/∂out
         self.grad_pool: Tensor | None = None  # ∂L/∂y, y the pooled x_s
 
@@ -123,21 +187,18 @@ class _Tape:
 class _Means(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, tape: _Tape) -> tuple[Tensor, Tensor, Tensor]:
-        ctx.tape, ctx.shape = tape, x.shape
+        ctx.tape, ctx.shape, ctx.layout = tape, x.shape, ham_fast._layout(x)
         return (*means(x), x.new_empty(0))
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, g_h: Tensor, g_w: Tensor, _token: Tensor) -> tuple[Tensor, None]:
         tape = ctx.tape
-        b, c, h, w = ctx.shape
-        a_h, a_w, a_c = tape.gates
-        g_h, g_w = g_h.contiguous(), g_w.contiguous()
-        grad_x = g_h.new_empty(ctx.shape)
-        grad_out, grad_pool = tape.grad_out, tape.grad_pool
-        _library().scsa_input_backward(
-            *(ham_fast._ptr(grad_out), a_h.data_ptr(), a_w.data_ptr(), a_c.data_ptr()),
-            *(ham_fast._ptr(grad_pool), g_h.data_ptr(), g_w.data_ptr()), b * c, h, w, *tape.window,
+        grad_x = torch.empty(ctx.shape, dtype=g_h.dtype, memory_format=ctx.layout)
+        g_h, g_w = _gate(grad_x, g_h), _gate(grad_x, g_w)
+        _kernel("scsa_input_backward", grad_x)(
+            *(ham_fast._ptr(tape.grad_out), *(a.data_ptr() for a in tape.gates)),
+            *(ham_fast._ptr(tape.grad_pool), g_h.data_ptr(), g_w.data_ptr()), *_dims(grad_x), *tape.window,
             grad_x.data_ptr(), torch.get_num_threads(),
         )  # fmt: skip
         tape.grad_out = tape.grad_pool = None  # freed; a second backward (retain_graph) sets them again
@@ -155,15 +216,14 @@ class _WindowPool(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, a_h, a_w = ctx.saved_tensors
-        planes, h, w = _dims(x)
-        (a_h, a_w), grad = _gates(a_h, a_w), grad.contiguous()
+        a_h, a_w, grad = _gate(x, a_h), _gate(x, a_w), _like(x, grad)
         g_h, g_w = torch.empty_like(a_h), torch.empty_like(a_w)
-        _library().scsa_window_pool_backward(
-            *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), grad.data_ptr()), planes, h, w, *ctx.tape.window,
+        _kernel("scsa_window_pool_backward", x)(
+            *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), grad.data_ptr()), *_dims(x), *ctx.tape.window,
             g_h.data_ptr(), g_w.data_ptr(), torch.get_num_threads(),
         )  # fmt: skip
         ctx.tape.grad_pool = grad
-        return None, g_h, g_w, x.new_zeros(0), None
+        return None, _ungate(x, g_h), _ungate(x, g_w), x.new_zeros(0), None
 
 
 class _Output(torch.autograd.Function):
@@ -173,24 +233,56 @@ class _Output(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(x)
         ctx.gate_shape = a_c.shape
-        tape.gates = (*_gates(a_h, a_w), a_c.detach().contiguous())
+        tape.gates = (_gate(x, a_h), _gate(x, a_w), _channel_gate(a_c))
         ctx.tape = tape
-        return output(x, *tape.gates)
+        return _output(x, *tape.gates)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        planes, h, w = _dims(x)
         a_h, a_w, a_c = ctx.tape.gates
-        grad = grad.contiguous()
+        grad = _like(x, grad)
         g_h, g_w, g_c = torch.empty_like(a_h), torch.empty_like(a_w), torch.empty_like(a_c)
-        _library().scsa_output_backward(
-            *(grad.data_ptr(), x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), a_c.data_ptr()), planes, h, w,
+        _kernel("scsa_output_backward", x)(
+            *(grad.data_ptr(), x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), a_c.data_ptr()), *_dims(x),
             g_h.data_ptr(), g_w.data_ptr(), g_c.data_ptr(), torch.get_num_threads(),
         )  # fmt: skip
         ctx.tape.grad_out = grad
-        return None, g_h, g_w, g_c.reshape(ctx.gate_shape), x.new_zeros(0), None
+        return None, _ungate(x, g_h), _ungate(x, g_w), g_c.reshape(ctx.gate_shape), x.new_zeros(0), None
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        seq, weight = seq.contiguous(), weight.contiguous()
+        ctx.save_for_backward(seq, weight)
+        ctx.has_bias = bias is not None
+        out = torch.empty_like(seq)
+        _library().scsa_dwconv(
+            seq.data_ptr(), weight.data_ptr(), ham_fast._ptr(None if bias is None else bias.contiguous()),
+            *seq.shape, weight.shape[-1], out.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        seq, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        g_seq, g_weight = torch.empty_like(seq), torch.empty_like(weight)
+        g_bias = seq.new_empty(seq.shape[1]) if ctx.has_bias else None
+        _library().scsa_dwconv_backward(
+            grad.data_ptr(), seq.data_ptr(), weight.data_ptr(), *seq.shape, weight.shape[-1],
+            g_seq.data_ptr(), g_weight.data_ptr(), ham_fast._ptr(g_bias), torch.get_num_threads(),
+        )  # fmt: skip
+        return g_seq, g_weight, g_bias
+
+
+def depthwise_conv1d(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Eq. (2) as one C loop: ``F.conv1d(seq, weight, bias, padding=(k - 1) // 2, groups=C)`` for float32
+    sequences ``(B, C, L)``, a per-channel kernel ``(C, 1, k)`` of odd ``k`` and an optional bias ``(C,)``."""
+    return _DepthwiseConv.apply(seq, weight, bias)
 
 
 def means_with_autograd(x: Tensor, window: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, _Tape]:

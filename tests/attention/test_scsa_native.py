@@ -15,24 +15,29 @@ pytestmark = pytest.mark.skipif(
     not scsa_fast.available(), reason=f"SCSA's kernels are not built here: {scsa_fast.status()}"
 )
 
-NATIVE_CONFIGS = [c for c in CONFIGS if c[2].get("down_sample_mode", "avg_pool") == "avg_pool"]
+NATIVE_CONFIGS = [c for c in CONFIGS if c[2].get("down_sample_mode", "avg_pool") == "avg_pool"] + [
+    (32, (2, 16, 12), {"qkv_bias": True, "head_num": 4}),  # q, k, v with biases on the native path
+]
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def test_a_machine_with_a_c_compiler_builds_the_kernels():
     assert scsa_fast.status().startswith("native"), scsa_fast.status()
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("channels,shape,kwargs", NATIVE_CONFIGS)
-def test_native_path_matches_the_independent_formulation(channels, shape, kwargs, training):
+def test_native_path_matches_the_independent_formulation(channels, shape, kwargs, training, layout):
     torch.manual_seed(0)
     m = randomize(plugattn.SCSA(channels, **kwargs)).train(training)
     ref = randomize(plugattn.SCSA(channels, **kwargs)).double().train(training)
     ref.load_state_dict(m.state_dict())
-    x = torch.randn(shape[0], channels, *shape[1:], requires_grad=True)
+    x = torch.randn(shape[0], channels, *shape[1:]).contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
     assert scsa_fast.usable(x, *m.parameters())
-    x_ref = x.detach().double().requires_grad_()
+    x_ref = x.detach().double().contiguous().requires_grad_()
     y = m(x)
+    assert y.is_contiguous(memory_format=LAYOUTS[layout])
     options = (kwargs.get("window_size", 7), "avg_pool", kwargs.get("gate_layer", "sigmoid"))
     y_ref = scsa_reference(ref, x_ref, *options)
     scale = y_ref.abs().max()
@@ -48,13 +53,14 @@ def test_native_path_matches_the_independent_formulation(channels, shape, kwargs
         torch.testing.assert_close(p.grad.double(), p_ref.grad, rtol=1e-4, atol=tol, msg=name)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape", [(4, 16, 28, 28), (2, 64, 14, 14), (3, 32, 9, 20), (2, 16, 3, 3)], ids=str)
-def test_native_path_equals_the_pure_torch_path(shape, training, monkeypatch):
+def test_native_path_equals_the_pure_torch_path(shape, training, layout, monkeypatch):
     torch.manual_seed(0)
     m = randomize(plugattn.SCSA(shape[1])).train(training)
     state = {k: v.clone() for k, v in m.state_dict().items()}
-    x = torch.randn(shape)
+    x = torch.randn(shape).contiguous(memory_format=LAYOUTS[layout])
     probe = torch.randn(shape)
     results = []
     for native in (True, False):
@@ -94,7 +100,7 @@ def test_a_gradient_through_the_channel_gate_alone_reaches_the_input(monkeypatch
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("case", ["max_pool", "channels_last", "signal", "volume", "float64", "compile"])
+@pytest.mark.parametrize("case", ["max_pool", "signal", "volume", "float64", "bfloat16", "compile"])
 def test_everything_else_takes_the_pure_torch_path(case, monkeypatch):
     """Where the kernels do not apply the module never calls them (they raise here) and still works."""
 
@@ -106,8 +112,8 @@ def test_everything_else_takes_the_pure_torch_path(case, monkeypatch):
     x = torch.randn(2, 16, 8, 8)
     if case == "max_pool":
         m, inp = plugattn.SCSA(16, down_sample_mode="max_pool"), x
-    elif case == "channels_last":
-        m, inp = plugattn.SCSA(16), x.contiguous(memory_format=torch.channels_last)
+    elif case == "bfloat16":  # a model cast to bf16 (not autocast)
+        m, inp = plugattn.SCSA(16).bfloat16(), x.bfloat16()
     elif case == "signal":
         m, inp = plugattn.SCSA(16, spatial_dims=1), torch.randn(2, 16, 30)
     elif case == "volume":
@@ -117,3 +123,50 @@ def test_everything_else_takes_the_pure_torch_path(case, monkeypatch):
     else:
         m, inp = torch.compile(plugattn.SCSA(16), backend="eager", fullgraph=True), x
     assert m(inp).shape == inp.shape
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_under_cpu_autocast_the_module_computes_in_float32_natively(layout, monkeypatch):
+    """A bf16 map from autocast's convolutions: the output is the float32 module's on the same values,
+    rounded once to bf16, and the gradient reaches the bf16 input and the float32 parameters."""
+    torch.manual_seed(0)
+    m = randomize(plugattn.SCSA(16)).train()
+    x = torch.randn(3, 16, 12, 10).bfloat16().contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
+    calls = []
+    real = scsa_fast.output_with_autograd
+    monkeypatch.setattr(scsa_fast, "output_with_autograd", lambda *a: calls.append(1) or real(*a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert calls == [1] and y.dtype == torch.bfloat16
+    x32 = x.detach().float().requires_grad_()
+    y32 = m(x32)
+    torch.testing.assert_close(y, y32.bfloat16(), rtol=0, atol=0)
+    probe = torch.randn(y.shape).bfloat16().float()  # exact in bf16, as ∂L/∂y reaches the bf16 output
+    (y.float() * probe).sum().backward()
+    gp = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    (y32 * probe).sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x.grad, x32.grad.bfloat16())
+    for name, p in m.named_parameters():
+        torch.testing.assert_close(gp[name], p.grad, msg=name)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("length,k", [(28, 9), (7, 3), (3, 9), (1, 5), (16, 1)])
+def test_the_depthwise_conv_kernel_equals_torchs_conv1d(length, k, bias):
+    """SMSA's depthwise conv (Eq. 2) as a C loop against F.conv1d with zero padding, values and all
+    three gradients, sequences shorter than the kernel included."""
+    torch.manual_seed(0)
+    seq = torch.randn(5, 12, length, requires_grad=True)
+    weight = torch.randn(12, 1, k, requires_grad=True)
+    b = torch.randn(12, requires_grad=True) if bias else None
+    out = scsa_fast.depthwise_conv1d(seq, weight, b)
+    ref = torch.nn.functional.conv1d(seq, weight, b, padding=k // 2, groups=12)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    probe = torch.randn(ref.shape)
+    inputs = [seq, weight] + ([b] if bias else [])
+    got = torch.autograd.grad((out * probe).sum(), inputs)
+    want = torch.autograd.grad((ref * probe).sum(), inputs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
