@@ -4,9 +4,11 @@ For a float32 CPU image map, contiguous or channels-last, with average-pooling P
 :class:`~plugattn.attention.scsa.SCSA` runs SMSA's row and column means (Eq. 1), PCSA's window pooling
 of ``x_s = x · a_h ⊗ a_w`` (Eq. 5) and the output ``x_s · a_c`` (Eq. 10) as one C loop each, and never
 stores ``x_s``; the backward is three passes: the output's reductions into the three gates, the
-pooling's into ``a_h`` and ``a_w``, and the whole input gradient in one pass. The small parts between
-them (SMSA's depthwise convs, GroupNorms and gates, PCSA's attention across channels) stay the module's
-own torch layers, with autograd and hooks as usual. Under CPU autocast the module takes this path in
+pooling's into ``a_h`` and ``a_w``, and the whole input gradient in one pass. SMSA's four depthwise
+convs run as one C loop (:func:`depthwise_conv1d`) and PCSA's q, k, v (depthwise 1×1 convs) as
+per-channel multiplies by their weights, so forward hooks on those five convs fire on the pure-torch path
+only; the other small parts (GroupNorms, gates, PCSA's attention across channels) stay the module's own
+torch layers, with autograd and hooks as usual. Under CPU autocast the module takes this path in
 float32 (the bf16 map cast up, the output cast back), as HAM does.
 
 The channels-last kernels run over the channels in their inner loops; they take the gates transposed,
