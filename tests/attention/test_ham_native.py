@@ -264,3 +264,24 @@ def test_under_cpu_autocast_ham_runs_natively_in_float32(training):
     # A bf16 module (not autocast) keeps the pure-torch path in bf16.
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not ham_fast.usable_in_float32(x, *m.bfloat16().parameters())
+
+
+def test_the_channel_conv_as_shifted_sums_is_the_conv():
+    from plugattn.attention.ham import _shifted_sum
+
+    # By hand: weights (1, 2, 3) over f = (1, 10, 100) with one zero on each side.
+    f = torch.tensor([[1.0, 10.0, 100.0]])
+    w = torch.tensor([[[1.0, 2.0, 3.0]]])
+    assert _shifted_sum(f, w).tolist() == [[32.0, 321.0, 210.0]]  # 2+30, 1+20+300, 10+200
+    for c in (1, 2, 5, 33):  # fewer channels than taps too
+        for k in (1, 3, 5, 7):
+            f = torch.randn(4, c, requires_grad=True)
+            w = torch.randn(1, 1, k, requires_grad=True)
+            ours = _shifted_sum(f, w)
+            theirs = torch.nn.functional.conv1d(f.unsqueeze(1), w, padding=k // 2).squeeze(1)
+            torch.testing.assert_close(ours, theirs)
+            probe = torch.randn(4, c)
+            g_ours = torch.autograd.grad((ours * probe).sum(), (f, w))
+            g_theirs = torch.autograd.grad((theirs * probe).sum(), (f, w))
+            for a, b in zip(g_ours, g_theirs, strict=True):
+                torch.testing.assert_close(a, b)
