@@ -7,15 +7,18 @@
 3. HAM and SCSA training step (forward + backward) against the straightforward transcriptions in
    benchmarks/naive.py (target >= 2x faster), after checking they compute the same.
 
-Writes docs/benchmark_targets.md with the conditions and prints it. Numerics are fp32 (no autocast): on
-a CPU with native bf16 run it again with ``--dtype bfloat16`` to record both.
+Writes docs/benchmark_targets.md with the conditions and prints it. Numerics (``--dtype``): float32 (the
+default); ``bf16-autocast``, the recipes' numerics where bf16 is native (weights float32, the forward
+under CPU autocast, the modules' input a bf16 map as autocast's convolutions give it); ``bfloat16``, the
+model cast to bf16. On a CPU with native bf16 record float32 and bf16-autocast.
 
-    python benchmarks/targets.py [--quick] [--dtype float32|bfloat16]
+    python benchmarks/targets.py [--quick] [--dtype float32|bf16-autocast|bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -35,13 +38,29 @@ from plugattn.report import markdown_table  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(128, 16, 32, 32), (128, 64, 8, 8), (32, 64, 56, 56), (32, 256, 14, 14)]
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+# --dtype: (the dtype of weights and input, whether the forward runs under CPU bf16 autocast)
+NUMERICS = {
+    "float32": (torch.float32, False),
+    "bf16-autocast": (torch.float32, True),
+    "bfloat16": (torch.bfloat16, False),
+}
+
+
+def forward_numerics(autocast: bool) -> contextlib.AbstractContextManager:
+    """The context a forward runs in: CPU bf16 autocast, or nothing."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+
+def map_dtype(dtype: torch.dtype, autocast: bool) -> torch.dtype:
+    """The dtype of a module's input map: bf16 under autocast (what its convolutions output)."""
+    return torch.bfloat16 if autocast else dtype
 
 
 def median(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def training_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
+def training_ratios(repeats: int, dtype: torch.dtype, autocast: bool) -> list[list[str]]:
     rows = []
     for size in ((1, 28, 28), (3, 32, 32)):
         x = torch.randn(256, *size, dtype=dtype)
@@ -58,7 +77,8 @@ def training_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
                 xl = x.contiguous(memory_format=fmt)
 
                 def step(m=m, opt=opt, xl=xl, y=y) -> None:
-                    loss = F.cross_entropy(m(xl).float(), y)
+                    with forward_numerics(autocast):
+                        loss = F.cross_entropy(m(xl).float(), y)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -77,16 +97,18 @@ def training_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
     return rows
 
 
-def floor_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
+def floor_ratios(repeats: int, dtype: torch.dtype, autocast: bool) -> list[list[str]]:
     rows = []
     for b, c, h, w in SHAPES:
         ratios = {}
         for layout, fmt in LAYOUTS.items():
-            x = torch.randn(b, c, h, w, dtype=dtype).contiguous(memory_format=fmt)
+            x = torch.randn(b, c, h, w, dtype=map_dtype(dtype, autocast)).contiguous(memory_format=fmt)
             mods = {
                 n: plugattn.create_attention(n, c).to(dtype=dtype, memory_format=fmt) for n in ("ham", "scsa")
             }
-            for r in measure(mods, x, warmup=2, repeats=repeats, train=False):
+            with forward_numerics(autocast):
+                rows_measured = measure(mods, x, warmup=2, repeats=repeats, train=False)
+            for r in rows_measured:
                 ratios[(r["attention"], layout)] = (r["floor_ratio"], r["forward_ms"], r["floor_ms"])
         for n in ("ham", "scsa"):
             best = min(LAYOUTS, key=lambda lay, n=n: ratios[(n, lay)][0])
@@ -99,23 +121,31 @@ def floor_ratios(repeats: int, dtype: torch.dtype) -> list[list[str]]:
     return rows
 
 
-def versus_naive(repeats: int, dtype: torch.dtype) -> list[list[str]]:
+def versus_naive(repeats: int, dtype: torch.dtype, autocast: bool) -> list[list[str]]:
     rows = []
     for b, c, h, w in SHAPES:
-        x = torch.randn(b, c, h, w, dtype=dtype, requires_grad=True)
+        x = torch.randn(b, c, h, w, dtype=map_dtype(dtype, autocast), requires_grad=True)
         for name, ours, naive in (
             ("ham", plugattn.HAM(c), NaiveHAM(c, eca_kernel_size(c))),
             ("scsa", plugattn.SCSA(c), NaiveSCSA(c)),
         ):
             naive.load_state_dict(ours.state_dict())
             ours, naive = ours.to(dtype), naive.to(dtype)
+            # Checked without autocast (under it the two round differently and HAM's top-k can flip):
+            # in float32 where the weights are, else in the model's dtype.
             with torch.no_grad():
                 tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
-                torch.testing.assert_close(ours.eval()(x), naive.eval()(x), **tol)
+                xc = x.to(dtype)
+                torch.testing.assert_close(ours.eval()(xc), naive.eval()(xc), **tol)
             ours.train(), naive.train()
+
+            def train_step(module: torch.nn.Module, x: torch.Tensor = x) -> None:
+                with forward_numerics(autocast):
+                    y = module(x).float().sum()
+                y.backward()
+
             t = time_interleaved(
-                {"ours": lambda o=ours, x=x: o(x).float().sum().backward(),
-                 "naive": lambda n=naive, x=x: n(x).float().sum().backward()},
+                {"ours": lambda o=ours: train_step(o), "naive": lambda n=naive: train_step(n)},
                 warmup=1, repeats=repeats, sync=lambda: None,
             )  # fmt: skip
             speedup = median(t["naive"]) / median(t["ours"])
@@ -129,10 +159,10 @@ def versus_naive(repeats: int, dtype: torch.dtype) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=list(NUMERICS))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_targets.md"))
     args = parser.parse_args()
-    dtype = getattr(torch, args.dtype)
+    dtype, autocast = NUMERICS[args.dtype]
     repeats = 3 if args.quick else 9
     cond = _conditions(torch.device("cpu"), args.dtype, False, 0)
     cond.pop("layout"), cond.pop("batch")
@@ -149,7 +179,7 @@ def main() -> None:
     )
     text += "Images/s in each layout; the ratio takes each model in its best layout.\n\n" + markdown_table(
         ["input", "attention", "img/s contiguous", "img/s channels_last", "best", "vs none", "target"],
-        training_ratios(repeats, dtype),
+        training_ratios(repeats, dtype, autocast),
     )
     text += "\n## 2. Inference forward against the memory floor: target <= 2.0×\n\n"
     text += (
@@ -157,7 +187,7 @@ def main() -> None:
         "the same loop. Ratio = forward time / floor.\n\n"
         + markdown_table(
             ["module", "input", "contiguous", "channels_last", "best", "fwd ms", "floor ms", "target"],
-            floor_ratios(repeats, dtype),
+            floor_ratios(repeats, dtype, autocast),
         )
     )
     text += "\n## 3. Training step against the straightforward transcriptions: target >= 2×\n\n"
@@ -165,7 +195,8 @@ def main() -> None:
         "Forward + backward of `benchmarks/naive.py` and of plugattn, same state dict, outputs checked equal "
         "first; contiguous layout.\n\n"
         + markdown_table(
-            ["module", "input", "naive ms", "plugattn ms", "speed-up", "target"], versus_naive(repeats, dtype)
+            ["module", "input", "naive ms", "plugattn ms", "speed-up", "target"],
+            versus_naive(repeats, dtype, autocast),
         )
     )
     Path(args.out).write_text(text)

@@ -5,8 +5,10 @@ passes over ``x`` — the channel pooling (1), the groups' descriptors (7) and t
 as one C loop each, and its backward as three: the recombination's reductions, the descriptors'
 weight gradients, and **the whole input gradient in one pass** (the three contributions to ``∂L/∂x``
 summed as they are written, where autograd would write three tensors of ``x``'s size and add them).
-The small parts between the passes (the channel conv, top-k, the spatial conv, BatchNorm, the gates)
-stay the module's own torch layers, with autograd and hooks as usual.
+The small parts between the passes (top-k, BatchNorm, the gates) stay the module's own torch layers,
+with autograd and hooks as usual; the channel conv runs as shifted multiply-adds with ``channel.conv``'s
+weight and the 2-D spatial conv as a C kernel with ``spatial.conv``'s, so forward hooks on those two
+convs fire on the pure-torch path only.
 
 How the input gradient is gathered: the pooling's :class:`_Pool` also returns a zero-size ``token`` that
 the descriptors and the recombination take as an input. Their backward passes leave ``∂L/∂x`` to
