@@ -24,11 +24,12 @@ from plugattn.attention.triplet import TripletAttention
 
 
 def kernel_status() -> dict[str, str]:
-    """How HAM's and SCSA's passes over the map run in this process: ``"native (…)"`` (fused C kernels,
-    built on first use) or why they run in pure torch; saved in a run's ``env.json``."""
-    from plugattn.attention import ham_fast, scsa_fast
+    """How HAM's and SCSA's passes over the map and SCSA's channel attention (``"pcsa"``) run in this
+    process: ``"native (…)"`` (fused C kernels, built on first use) or why they run in pure torch; saved
+    in a run's ``env.json``."""
+    from plugattn.attention import ham_fast, pcsa_fast, scsa_fast
 
-    return {"ham": ham_fast.status(), "scsa": scsa_fast.status()}
+    return {"ham": ham_fast.status(), "scsa": scsa_fast.status(), "pcsa": pcsa_fast.status()}
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from torch import nn
 
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
 from plugattn._dims import check_spatial_dims, conv_nd
-from plugattn.attention import scsa_fast
+from plugattn.attention import pcsa_fast, scsa_fast
 from plugattn.attention._common import GateHolder, check_feature_map, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -274,7 +274,8 @@ class SCSA(nn.Module):
     def _pcsa_gate(self, y: torch.Tensor, native: bool = False) -> torch.Tensor:
         """Steps (6)-(9): the channel gate ``a_c`` ``(B, C, 1, ...)`` from the pooled ``x_s``; ``native``:
         q, k, v (depthwise 1×1 convs: per-channel scales) as multiplications, which took a third to a
-        sixth of the convs' time (forward + backward) on the CPU's small pooled maps."""
+        sixth of the convs' time (forward + backward) on the CPU's small pooled maps, and the attention
+        without active dropout as one C kernel that never stores the logits (:mod:`.pcsa_fast`)."""
         b, c = y.shape[:2]
         y = self.norm(y)
         q, k, v = (_scale(conv, y) if native else conv(y) for conv in (self.q, self.k, self.v))
@@ -282,9 +283,15 @@ class SCSA(nn.Module):
         q = q.reshape(shape)  # (B, heads, C/heads, N): channels are the tokens
         k = k.reshape(shape)
         v = v.mean(dim=spatial_axes(y)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
-        attn = (q @ k.transpose(-2, -1)) * self.scaler  # (B, heads, C/heads, C/heads)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        return self.channel.gate((attn @ v).reshape(b, c, *[1] * (y.dim() - 2)))  # (B, C, 1, ...)
+        dropout = self.attn_drop.p > 0 and self.training
+        if native and not dropout and pcsa_fast.available():
+            rows = (b * self.head_num, self.head_dim, -1)  # (B·heads, C/heads, N)
+            q, k, v = q.reshape(rows), k.reshape(rows), v.reshape(rows[:2])
+            o = pcsa_fast.channel_attention(q, k, v, self.scaler)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scaler  # (B, heads, C/heads, C/heads)
+            o = self.attn_drop(attn.softmax(dim=-1)) @ v  # (B, heads, C/heads, 1)
+        return self.channel.gate(o.reshape(b, c, *[1] * (y.dim() - 2)))  # (B, C, 1, ...)
 
     def extra_repr(self) -> str:
         return (

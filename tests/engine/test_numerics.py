@@ -80,8 +80,9 @@ def test_runs_print_save_and_keep_their_numerics(cpu_bf16, tmp_path):
     env = json.loads((run / "env.json").read_text())
     assert env["numerics"]["amp"] == "none" and env["native_bf16"] is False
     # Which path HAM and SCSA ran, printed and saved (native kernels or why not).
-    assert env["kernels"] == plugattn.attention.kernel_status() and set(env["kernels"]) == {"ham", "scsa"}
-    assert f"kernels: ham {env['kernels']['ham']}, scsa {env['kernels']['scsa']}" in lines
+    kernels = env["kernels"]
+    assert kernels == plugattn.attention.kernel_status() and set(kernels) == {"ham", "scsa", "pcsa"}
+    assert f"kernels: ham {kernels['ham']}, scsa {kernels['scsa']}, pcsa {kernels['pcsa']}" in lines
     assert torch.load(run / "last.pt", weights_only=True)["meta"]["numerics"]["amp"] == "none"
     assert "amp: auto" in (run / "config.yaml").read_text()  # the request, as given
 

@@ -1,0 +1,125 @@
+/* PCSA's channel self-attention (SCSA steps 8-9) in one pass per row, the logits never stored.
+ *
+ * Compiled on first use by plugattn/_native.py and called through ctypes by
+ * plugattn/attention/pcsa_fast.py, which states the equations and is held to the torch formulation in
+ * the tests. Per attention row r (a sample and a head) with D channels as tokens over N pooled
+ * positions: q (D, N), kt = kᵀ (N, D), v (D) the mean over positions of v, s the scale;
+ *     l_ij = s · Σ_n q_in k_jn,   P_ij = exp(l_ij − lse_i),   o_i = Σ_j P_ij v_j,
+ * lse_i = log Σ_j exp(l_ij) (kept for the backward, which recomputes P row by row). Work is split over
+ * the rows with OpenMP; every inner loop runs over the D tokens j and vectorises.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* exp(x) for −87 ≤ x ≤ 0 (or a rounding above 0), branch-free so that the loops calling it vectorise:
+ * x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact product), exp(r) by the degree-6
+ * Taylor polynomial of e^r (relative error below 2e-7 on that range), times 2^n built in the exponent
+ * bits. n = round(x / ln2) is the truncation of x / ln2 − 1/2 (exact for x / ln2 ≤ 1/2): floorf would
+ * keep GCC from vectorising under ISO C's strict floating point. */
+static inline float exp_bounded(float x) {
+    const int32_t ni = (int32_t)(x * 1.44269504088896341f - 0.5f);
+    const float n = (float)ni;
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.f / 720.f;
+    p = p * r + 1.f / 120.f;
+    p = p * r + 1.f / 24.f;
+    p = p * r + 1.f / 6.f;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    const int32_t bits = (ni + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);  // the float 2^n; compilers fold this copy into a bit cast
+    return p * two_n;
+}
+
+/* l_j ← exp(l_j − m) for the D tokens. The differences are first clamped at −87 in a loop of their own
+ * (exp(−87) ≈ 1.6e-38, far below what a float32 softmax resolves): in the same loop as the exp, GCC
+ * splits the clamped case off as a branch and vectorises neither. */
+static void exp_shifted(float *restrict l, int64_t d, float m) {
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) {
+        const float t = l[j] - m;
+        l[j] = t < -87.f ? -87.f : t;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) l[j] = exp_bounded(l[j]);
+}
+
+/* Row i's logits l_j = s · Σ_n q_in kt_nj over the D tokens j. */
+static void logits(const float *q_i, const float *kt, int64_t d, int64_t n, float s, float *l) {
+    memset(l, 0, (size_t)d * sizeof(float));
+    for (int64_t m = 0; m < n; ++m) {
+        const float *restrict row = kt + m * d;
+        const float a = s * q_i[m];
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) l[j] += a * row[j];
+    }
+}
+
+void pcsa_attention(const float *q, const float *kt, const float *v, int64_t rows, int64_t d, int64_t n,
+                    float s, float *o, float *lse, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *qr = q + r * d * n, *ktr = kt + r * n * d, *restrict vr = v + r * d;
+        float row_buffer[d];
+        float *restrict l = row_buffer;  /* a pointer, not the array: the loops over it vectorise */
+        for (int64_t i = 0; i < d; ++i) {
+            logits(qr + i * n, ktr, d, n, s, l);
+            float top = l[0];
+#pragma omp simd reduction(max : top)
+            for (int64_t j = 0; j < d; ++j) top = l[j] > top ? l[j] : top;
+            exp_shifted(l, d, top);  // e_ij = exp(l_ij − max_j l_ij)
+            float z = 0.f, acc = 0.f;
+#pragma omp simd reduction(+ : z, acc)
+            for (int64_t j = 0; j < d; ++j) {
+                z += l[j];
+                acc += l[j] * vr[j];
+            }
+            o[r * d + i] = acc / z;
+            lse[r * d + i] = top + logf(z);
+        }
+    }
+}
+
+/* The backward from g = ∂L/∂o: with t_ij = P_ij · g_i · (v_j − o_i) (the softmax's backward),
+ *     ∂L/∂v_j = Σ_i g_i P_ij,   ∂L/∂q_in = s Σ_j t_ij k_jn,   ∂L/∂k_jn = s Σ_i t_ij q_in,
+ * the last written transposed, gkt (N, D), like kt. */
+void pcsa_attention_backward(const float *g, const float *q, const float *kt, const float *v, const float *o,
+                             const float *lse, int64_t rows, int64_t d, int64_t n, float s, float *gq,
+                             float *gkt, float *gv, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *qr = q + r * d * n, *ktr = kt + r * n * d, *restrict vr = v + r * d;
+        float *restrict gvr = gv + r * d, *gktr = gkt + r * n * d;
+        memset(gvr, 0, (size_t)d * sizeof(float));
+        memset(gktr, 0, (size_t)(n * d) * sizeof(float));
+        float row_buffer[d];
+        float *restrict l = row_buffer;  /* a pointer, not the array: the loops over it vectorise */
+        for (int64_t i = 0; i < d; ++i) {
+            const float *q_i = qr + i * n;
+            logits(q_i, ktr, d, n, s, l);
+            const float gi = g[r * d + i], oi = o[r * d + i], li = lse[r * d + i];
+            exp_shifted(l, d, li);  // P_ij
+#pragma omp simd
+            for (int64_t j = 0; j < d; ++j) {
+                const float p = gi * l[j];  // g_i · P_ij
+                gvr[j] += p;
+                l[j] = s * p * (vr[j] - oi);  // s · t_ij, in place
+            }
+            for (int64_t m = 0; m < n; ++m) {
+                const float *restrict row = ktr + m * d;
+                float *restrict grow = gktr + m * d;
+                const float qm = q_i[m];
+                float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+                for (int64_t j = 0; j < d; ++j) {
+                    acc += l[j] * row[j];
+                    grow[j] += l[j] * qm;
+                }
+                gq[(r * d + i) * n + m] = acc;
+            }
+        }
+    }
+}
