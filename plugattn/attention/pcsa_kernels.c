@@ -9,6 +9,12 @@
  * the rows with OpenMP; every inner loop runs over the D tokens j and vectorises.
  */
 #include <math.h>
+/* 512-bit vectors where the CPU has them (GCC prefers 256): forward + backward of 32 rows × 256 tokens × 4
+ * positions took 3.1 ms against 4.1 (the two builds side by side, Intel AVX-512, 2026-12-03). Without
+ * AVX-512 the option changes nothing. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
 #include <stdint.h>
 #include <string.h>
 

@@ -275,7 +275,8 @@ class SCSA(nn.Module):
         """Steps (6)-(9): the channel gate ``a_c`` ``(B, C, 1, ...)`` from the pooled ``x_s``; ``native``:
         q, k, v (depthwise 1×1 convs: per-channel scales) as multiplications, which took a third to a
         sixth of the convs' time (forward + backward) on the CPU's small pooled maps, and the attention
-        without active dropout as one C kernel that never stores the logits (:mod:`.pcsa_fast`)."""
+        without active dropout over few positions as one C kernel that never stores the logits
+        (:mod:`.pcsa_fast`)."""
         b, c = y.shape[:2]
         y = self.norm(y)
         q, k, v = (_scale(conv, y) if native else conv(y) for conv in (self.q, self.k, self.v))
@@ -284,7 +285,7 @@ class SCSA(nn.Module):
         k = k.reshape(shape)
         v = v.mean(dim=spatial_axes(y)).reshape(b, self.head_num, self.head_dim, 1)  # mean_N(v)
         dropout = self.attn_drop.p > 0 and self.training
-        if native and not dropout and pcsa_fast.available():
+        if native and not dropout and pcsa_fast.pays(q.shape[-1], self.head_dim) and pcsa_fast.available():
             rows = (b * self.head_num, self.head_dim, -1)  # (B·heads, C/heads, N)
             q, k, v = q.reshape(rows), k.reshape(rows), v.reshape(rows[:2])
             o = pcsa_fast.channel_attention(q, k, v, self.scaler)

@@ -79,6 +79,12 @@ def test_scsa_takes_the_kernel_where_its_attention_has_no_active_dropout(monkeyp
     torch.manual_seed(0)
     y = m.train()(x)  # dropout on the attention matrix: the torch formulation, which has the matrix
     assert calls == [1, 1] and y.shape == x.shape
+    # 28x28 pools to 16 positions in 7x7 windows, where torch's matrix products are the faster way for
+    # rows of fewer than 256 channels
+    assert pcsa_fast.pays(4, 16) and pcsa_fast.pays(8, 16) and not pcsa_fast.pays(16, 64)
+    assert pcsa_fast.pays(16, 256) and not pcsa_fast.pays(17, 1024)
+    randomize(plugattn.SCSA(16)).train()(torch.randn(2, 16, 28, 28))
+    assert calls == [1, 1]
 
 
 def test_scsa_with_the_kernel_equals_scsa_without_it(monkeypatch):
