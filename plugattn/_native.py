@@ -30,7 +30,14 @@ from typing import Any
 
 __all__ = ["load", "status"]
 
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC", "-std=c11")
+# -fno-trapping-math: nothing here runs with floating-point exceptions enabled, and without it GCC keeps
+# branches and libm calls (floorf, comparisons in selects) out of vectorised loops; HAM's and SCSA's
+# kernels ran 3-20% faster with it (forward + backward, the two builds in alternating processes, two
+# runs, Intel AVX-512, 2026-12-03), and gave bit-identical outputs and gradients.
+FLAGS = (
+    "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+    "-shared", "-fPIC", "-std=c11",
+)  # fmt: skip
 _LOCK = threading.Lock()
 _LIBRARIES: dict[Path, ctypes.CDLL | None] = {}
 _REASONS: dict[str, str] = {}
