@@ -7,9 +7,10 @@ compiler is found, the build fails, or ``PLUGATTN_NATIVE=0`` is set, :func:`load
 the caller runs its pure-torch path, which computes the same function (the tests hold the two to each
 other). :func:`status` says which it is and why, for the start of a run and for bug reports.
 
-The cache key is the source, the compiler's version line, the flags and the CPU's instruction-set
-flags: ``-march=native`` code is never loaded on a CPU it was not built for (a home directory shared
-between machines of different kinds keeps one library per kind). The cache lives in
+The cache key is the source with the headers of its folder that it includes, the compiler's version
+line, the flags and the CPU's instruction-set flags: ``-march=native`` code is never loaded on a CPU
+it was not built for (a home directory shared between machines of different kinds keeps one library
+per kind). The cache lives in
 ``$PLUGATTN_CACHE`` or ``$XDG_CACHE_HOME/plugattn`` (``~/.cache/plugattn``); a library is written to a
 temporary name and renamed into place, so concurrent first uses never load a half-written file.
 """
@@ -20,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -68,12 +70,18 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plugattn"
 
 
+def _text(source: Path) -> str:
+    """The source and the headers of its own folder it includes (``#include "name.h"``), one level
+    deep: what the built library depends on besides the compiler, its flags and the CPU."""
+    text = source.read_text()
+    headers = re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, flags=re.MULTILINE)
+    return "\0".join([text, *((source.parent / name).read_text() for name in headers)])
+
+
 def _build(source: Path, compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     key = hashlib.sha256(
-        "\0".join(
-            (source.read_text(), version.splitlines()[0] if version else "", *FLAGS, _cpu_flags())
-        ).encode()
+        "\0".join((_text(source), version.splitlines()[0] if version else "", *FLAGS, _cpu_flags())).encode()
     ).hexdigest()[:16]
     target = _cache_dir() / "kernels" / f"{source.stem}-{key}.so"
     if target.exists():

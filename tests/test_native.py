@@ -62,3 +62,32 @@ def test_the_cache_key_follows_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(_native, "_cpu_flags", lambda: "flags : avx2 avx512f avx512_bf16")
     second = _native._build(source, compiler)
     assert first != second and first.exists() and second.exists()
+
+
+@needs_cc
+def test_a_changed_header_of_the_folder_gives_a_new_library(tmp_path, monkeypatch):
+    """The key covers ``#include "name.h"`` headers next to the source: editing one rebuilds."""
+    monkeypatch.setenv("PLUGATTN_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "value.h").write_text("#define VALUE 3\n")
+    source = tmp_path / "header.c"
+    source.write_text('#include "value.h"\nint value(void) { return VALUE; }\n')
+    compiler = _native._compiler()
+    first = _native._build(source, compiler)
+    assert _native._build(source, compiler) == first  # unchanged: the cached library
+    (tmp_path / "value.h").write_text("#define VALUE 4\n")
+    second = _native._build(source, compiler)
+    assert second != first
+    assert ctypes.CDLL(str(second)).value() == 4
+
+
+def test_the_package_ships_the_headers_its_kernels_include():
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    folder = Path(_native.__file__).parent / "attention"
+    data = tomllib.loads((folder.parent.parent / "pyproject.toml").read_text())
+    shipped = data["tool"]["setuptools"]["package-data"]["plugattn.attention"]
+    for source in folder.glob("*.c"):
+        for name in re.findall(r'#include "([^"]+)"', source.read_text()):
+            assert (folder / name).exists() and any(Path(name).match(p) for p in shipped), name
