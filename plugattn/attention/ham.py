@@ -294,14 +294,53 @@ class HAM(nn.Module):
         if not (
             torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         ):
-            f_avg, f_max, _ = ham_fast.pool(x)
-            w1, w2 = self._separate(self.channel.mix(f_avg, f_max, native=True))
-            d1, d2, _, _ = ham_fast.descriptors(x, w1, w2, *sizes)
-            return ham_fast.recombine(x, w1, w2, self.spatial(d1, d2))
+            return self._forward_fused(x) if self._fuses(x) else self._forward_steps(x)
         f_avg, f_max, token, tape = ham_fast.pool_with_autograd(x, sizes)
         w1, w2 = self._separate(self.channel.mix(f_avg, f_max, native=True))
         d1, d2 = ham_fast.descriptors_with_autograd(x, w1, w2, token, tape)
         return ham_fast.recombine_with_autograd(x, w1, w2, self.spatial(d1, d2), token, tape)
+
+    def _forward_steps(self, x: Tensor) -> Tensor:
+        """Native inference pass by pass: the module's own layers (and their hooks) between the kernels."""
+        f_avg, f_max, _ = ham_fast.pool(x)
+        w1, w2 = self._separate(self.channel.mix(f_avg, f_max, native=True))
+        d1, d2, _, _ = ham_fast.descriptors(x, w1, w2, self.important_channels, self.subimportant_channels)
+        return ham_fast.recombine(x, w1, w2, self.spatial(d1, d2))
+
+    def _fuses(self, x: Tensor) -> bool:
+        """Whether an inference call on ``x`` (native) can run as :func:`ham_fast.evaluate`: a 2-D map, a
+        square spatial kernel, both BatchNorms in eval mode with running statistics, the submodules HAM's
+        own classes, and no hook on any of them (each would have to see its call)."""
+        norms = (self.spatial.norm_important, self.spatial.norm_subimportant)
+        parts = list(self.modules())[1:]
+        return (
+            self.spatial_dims == 2
+            and self.spatial.conv.weight.shape[-1] == self.spatial.conv.weight.shape[-2]
+            and all(type(n) is nn.BatchNorm2d and not n.training and n.running_var is not None for n in norms)
+            and (type(self.channel), type(self.spatial)) == (HAMChannel, HAMSpatial)
+            and all(type(g) is nn.Sigmoid for g in (self.channel.gate, self.spatial.gate))
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
+            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        )
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        """Eval-mode inference in one C pass per sample; the samples it leaves (a value that is not
+        finite, or a near-tie at the border of the important group) go through the steps one by one."""
+        scale_shift = []
+        for norm in (self.spatial.norm_important, self.spatial.norm_subimportant):
+            invstd = 1 / torch.sqrt(norm.running_var + norm.eps)
+            scale = invstd if norm.weight is None else invstd * norm.weight
+            shift = -norm.running_mean * scale if norm.bias is None else norm.bias - norm.running_mean * scale
+            scale_shift += [scale, shift]
+        norm = torch.cat(scale_shift).float()
+        mix = (self.channel.alpha.item(), self.channel.beta.item()) if self.channel.adaptive else None
+        out, flags = ham_fast.evaluate(
+            x, self.channel.conv.weight, mix, self.important_channels, self.spatial.conv.weight, norm
+        )
+        left = flags.nonzero().squeeze(1)
+        if left.numel():
+            out[left] = self._forward_steps(x[left])
+        return out
 
     def extra_repr(self) -> str:
         return (

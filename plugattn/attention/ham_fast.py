@@ -10,6 +10,12 @@ with autograd and hooks as usual; the channel conv runs as shifted multiply-adds
 weight and the 2-D spatial conv as a C kernel with ``spatial.conv``'s, so forward hooks on those two
 convs fire on the pure-torch path only.
 
+In inference (no gradient wanted, both BatchNorms in eval mode, no hook on HAM's layers), 2-D maps in
+either layout take :func:`evaluate`: the whole module in one pass per sample (``ham_eval``), the map
+read from memory once and written once, its steps run back to back while the sample is in cache. The
+samples it cannot decide exactly as ``torch.topk`` would (a near-tie at the border of the important
+group) or that hold a value that is not finite are handed back and computed pass by pass.
+
 How the input gradient is gathered: the pooling's :class:`_Pool` also returns a zero-size ``token`` that
 the descriptors and the recombination take as an input. Their backward passes leave ``∂L/∂x`` to
 :class:`_Pool`, storing what it needs on a per-call :class:`_Tape`; the token makes autograd run
@@ -35,12 +41,13 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from plugattn import _native
 
-__all__ = ["available", "descriptors", "native_kernels", "pool", "recombine", "status", "usable"]
+__all__ = ["available", "descriptors", "evaluate", "native_kernels", "pool", "recombine", "status", "usable"]
 
 SOURCE = Path(__file__).with_name("ham_kernels.c")
 _F = ctypes.c_float
 _I = ctypes.c_int64
 _P = ctypes.c_void_p
+_C = ctypes.c_int
 # (argtypes, restype) of each kernel; both input-gradient kernels take the same arguments.
 _INPUT_BACKWARD = (_P, _P, _P, _P, _P, _P, _P, _P, _F, _F, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int)
 _SIGNATURES = {
@@ -59,6 +66,11 @@ _SIGNATURES = {
     "ham_spatial_conv_scratch": ((_I, _I, _I), _I),
     "ham_spatial_conv": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int), None),
     "ham_spatial_conv_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int), None),
+    "ham_eval_scratch": ((_I, _I, _I, _I), _I),
+    "ham_eval": (
+        (_P, _I, _I, _I, _I, _C, _P, _I, _F, _F, _C, _I, _P, _I, _P, _P, _P, _P, _C),
+        None,
+    ),
 }
 _ENABLED = [True]
 
@@ -211,6 +223,33 @@ def recombine(x: Tensor, w1: Tensor, w2: Tensor, a: Tensor) -> Tensor:
         x.data_ptr(), w1.data_ptr(), w2.data_ptr(), a.data_ptr(), b, c, n, out.data_ptr(), _threads()
     )
     return out
+
+
+def evaluate(
+    x: Tensor,
+    channel_weight: Tensor,
+    mix: tuple[float, float] | None,
+    n1: int,
+    spatial_weight: Tensor,
+    norm: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode HAM on a 2-D map in one pass per sample (``ham_eval``): ``out`` like ``x`` and ``flags``
+    ``(B,)`` int32, 1 for the samples it left for the caller (a value that is not finite, or a near-tie at
+    the border of the important group). ``mix``: ``(α, β)``, ``None`` without the adaptive mix; ``norm``:
+    ``(4,)`` float32, scale and shift of each group's BatchNorm."""
+    b, c, h, w = x.shape
+    k = spatial_weight.shape[-1]
+    channel_weight, spatial_weight = channel_weight.contiguous(), spatial_weight.contiguous()
+    out, flags = torch.empty_like(x), torch.empty(b, dtype=torch.int32)
+    threads = _threads()
+    scratch = x.new_empty(threads * _native_lib().ham_eval_scratch(c, h, w, k))
+    alpha, beta = mix if mix is not None else (0.0, 0.0)
+    _native_lib().ham_eval(
+        x.data_ptr(), b, c, h, w, channels_last(x), channel_weight.data_ptr(), channel_weight.numel(),
+        alpha, beta, mix is not None, n1, spatial_weight.data_ptr(), k, norm.data_ptr(),
+        *(out.data_ptr(), flags.data_ptr(), scratch.data_ptr()), threads,
+    )  # fmt: skip
+    return out, flags
 
 
 class _Pool(torch.autograd.Function):

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "vexp.h"
+
 /* Whole 512-bit vectors where the CPU has them: gcc's -march=native keeps to 256 bits on many AVX-512
  * CPUs. HAM's forward + backward at ResNet-20's three shapes (batch 256) took 1-7% less time with 512,
  * both layouts (the two builds side by side, Intel AVX-512, 2026-12-03); SCSA's kernels were not faster
@@ -246,9 +248,16 @@ static void pad_planes(const float *in, int64_t channels, int64_t h, int64_t w, 
 
 /* out[y, x] = sum_{ci, ky, kx} weight(ci, ky, kx) · pad[ci][y + ky, x + kx], for one output plane; `flip`
  * turns the kernel by 180° (the input gradient). ROWS rows × VL columns of sums at a time. */
+static void correlate_narrow(const float *restrict pad, int64_t channels, int64_t h, int64_t w, int64_t k,
+                             const float *restrict weight, int64_t ci_stride, int flip, float *restrict out);
+
 static void correlate(const float *restrict pad, int64_t channels, int64_t h, int64_t w, int64_t k,
                       const float *restrict weight, int64_t ci_stride, int flip, float *restrict out) {
     const int64_t pw = padded_width(w, k), ph = pad_rows(h, k);
+    if (w <= VL) {
+        correlate_narrow(pad, channels, h, w, k, weight, ci_stride, flip, out);
+        return;
+    }
     for (int64_t y0 = 0; y0 < h; y0 += ROWS)
         for (int64_t x0 = 0; x0 < w; x0 += 2 * VL) { /* two vectors of columns: 2·ROWS independent sums */
             float acc[ROWS][2 * VL] = {{0}};
@@ -267,6 +276,29 @@ static void correlate(const float *restrict pad, int64_t channels, int64_t h, in
             for (int64_t rr = 0; rr < ROWS && y0 + rr < h; ++rr)
                 for (int64_t j = 0; j < len; ++j) out[(y0 + rr) * w + x0 + j] = acc[rr][j];
         }
+}
+
+/* correlate for images at most VL wide (8×8, 14×14, 7×7 maps): one vector of columns, so twice the rows at a
+ * time keep as many independent sums, where two vectors would compute more padding than image. */
+static void correlate_narrow(const float *restrict pad, int64_t channels, int64_t h, int64_t w, int64_t k,
+                             const float *restrict weight, int64_t ci_stride, int flip, float *restrict out) {
+    const int64_t pw = padded_width(w, k), ph = pad_rows(h, k);
+    for (int64_t y0 = 0; y0 < h; y0 += ROWS) {
+        float acc[ROWS][VL] = {{0}};
+        for (int64_t ci = 0; ci < channels; ++ci)
+            for (int64_t ky = 0; ky < k; ++ky)
+                for (int64_t kx = 0; kx < k; ++kx) {
+                    const float u = flip ? weight[ci * ci_stride + (k - 1 - ky) * k + (k - 1 - kx)]
+                                         : weight[ci * ci_stride + ky * k + kx];
+                    const float *src = pad + (ci * ph + y0 + ky) * pw + kx;
+                    for (int64_t rr = 0; rr < ROWS; ++rr) {
+#pragma omp simd
+                        for (int64_t j = 0; j < VL; ++j) acc[rr][j] += u * src[rr * pw + j];
+                    }
+                }
+        for (int64_t rr = 0; rr < ROWS && y0 + rr < h; ++rr)
+            for (int64_t j = 0; j < w; ++j) out[(y0 + rr) * w + j] = acc[rr][j];
+    }
 }
 
 static int64_t pad_size(int64_t h, int64_t w, int64_t k) { return 2 * pad_rows(h, k) * padded_width(w, k); }
@@ -515,5 +547,200 @@ void ham_input_backward_cl(const float *g, const float *w1, const float *w2, con
         }
         if (gavg)
             for (int64_t ch = 0; ch < c; ++ch) gx[(b * n + arg[b * c + ch]) * c + ch] += gmax[b * c + ch];
+    }
+}
+
+/* ---- The whole module in inference, one sample at a time (its map stays in cache between steps). ----
+ * For eval-mode HAM (BatchNorm with running statistics: an affine map per group), each sample's steps
+ * (1)-(10) run back to back, so the map is read from memory once and written once:
+ *   (1)-(3) pooling as ham_pool, f_add = ½(avg + max) [+ α avg + β max], the channel conv (zero
+ *           padding, taps in order), a_c = 1 / (1 + e^{-conv});
+ *   (5)-(6) the n1 largest a_c are the important group: w1 = a_c where important else 0, w2 = a_c - w1;
+ *   (7)-(9) the descriptors as ham_descriptors, the spatial conv as ham_spatial_conv, then per group
+ *           a_i = σ(ReLU(scale_i · s_i + shift_i)), the exp as exp_bounded (e^-t for t > 87 as e^-87:
+ *           σ is 1 in float32 either way);
+ *   (10)    out = x · (w1 ⊗ a1 + w2 ⊗ a2).
+ * A sample is not computed and flags[b] = 1 when its map has a value that is not finite, or when the
+ * n1-th and (n1+1)-th largest a_c are within a relative 1e-6 of each other (a tie at the groups' border,
+ * which torch.topk breaks in an order of its own): the caller computes those samples step by step.
+ * `cl`: x and out in the channels-last layout. scratch: ham_eval_scratch(c, h, w, k) floats per thread. */
+
+int64_t ham_eval_scratch(int64_t c, int64_t h, int64_t w, int64_t k) {
+    return 4 * c + 6 * h * w + pad_size(h, w, k);
+}
+
+/* The k-th largest of v[0..n-1] (k >= 1), reordering v so that v[0..k-2] >= v[k-1] >= v[k..n-1]. */
+static float kth_largest(float *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    const int64_t target = k - 1;
+    while (lo < hi) {
+        const float pivot = v[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) ++i;
+            while (v[j] < pivot) --j;
+            if (i <= j) { const float t = v[i]; v[i] = v[j]; v[j] = t; ++i; --j; }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else break;
+    }
+    return v[target];
+}
+
+/* Steps (1)-(6) for one sample from its pooled avg, mx (C): w1, w2; 0 if the border is a near-tie. */
+static int eval_channel(float *avg, float *mx, int64_t c, const float *cw, int64_t ck, float alpha, float beta,
+                        int adaptive, int64_t n1, float *w1, float *w2) {
+    float *f = w2, *sorted = mx; /* f reuses w2; the sort reuses mx once f is built */
+    for (int64_t ch = 0; ch < c; ++ch) {
+        f[ch] = 0.5f * (avg[ch] + mx[ch]);
+        if (adaptive) f[ch] = f[ch] + alpha * avg[ch] + beta * mx[ch];
+    }
+    const int64_t r = ck / 2;
+    for (int64_t ch = 0; ch < c; ++ch) {
+        float s = 0.f;
+        for (int64_t j = 0; j < ck; ++j) {
+            const int64_t at = ch + j - r;
+            s = j == 0 ? (at >= 0 && at < c ? f[at] : 0.f) * cw[0] : s + (at >= 0 && at < c ? f[at] : 0.f) * cw[j];
+        }
+        avg[ch] = 1.f / (1.f + expf(-s)); /* a_c */
+    }
+    memcpy(sorted, avg, (size_t)c * sizeof(float));
+    const float border = kth_largest(sorted, c, n1);
+    float next = -INFINITY;
+    for (int64_t ch = n1; ch < c; ++ch) next = sorted[ch] > next ? sorted[ch] : next;
+    if (border - next <= 1e-6f * fabsf(border)) return 0;
+    for (int64_t ch = 0; ch < c; ++ch) {
+        w1[ch] = avg[ch] * (avg[ch] >= border ? 1.f : 0.f);
+        w2[ch] = avg[ch] - w1[ch];
+    }
+    return 1;
+}
+
+/* Step (1) for one sample: avg, mx (C); 0 if a value is not finite. */
+static int eval_pool(const float *xb, int64_t c, int64_t n, int cl, float *avg, float *mx) {
+    if (cl) {
+        for (int64_t ch = 0; ch < c; ++ch) { avg[ch] = xb[ch]; mx[ch] = xb[ch]; }
+        for (int64_t p = 1; p < n; ++p) {
+            const float *row = xb + p * c;
+#pragma omp simd
+            for (int64_t ch = 0; ch < c; ++ch) {
+                avg[ch] += row[ch];
+                mx[ch] = row[ch] > mx[ch] ? row[ch] : mx[ch];
+            }
+        }
+    } else {
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float *row = xb + ch * n;
+            float s = 0.f, m = row[0];
+#pragma omp simd reduction(+ : s) reduction(max : m)
+            for (int64_t p = 0; p < n; ++p) {
+                s += row[p];
+                m = row[p] > m ? row[p] : m;
+            }
+            avg[ch] = s;
+            mx[ch] = m;
+        }
+    }
+    int finite = 1;
+    for (int64_t ch = 0; ch < c; ++ch) {
+        finite &= isfinite(avg[ch]) != 0;
+        avg[ch] /= (float)n;
+    }
+    return finite;
+}
+
+/* Step (7) for one sample: d (2 groups, 2, N) = [[sum_c x·w1 / n1 ; max_c x·w1] ; [… w2 …]]. */
+static void eval_descriptors(const float *xb, const float *w1, const float *w2, int64_t c, int64_t n, int cl,
+                             float n1, float n2, float *d) {
+    float *s1 = d, *m1 = d + n, *s2 = d + 2 * n, *m2 = d + 3 * n;
+    if (cl) {
+        for (int64_t p = 0; p < n; ++p) {
+            const float *row = xb + p * c;
+            float a = 0.f, b = 0.f, u = row[0] * w1[0], v = row[0] * w2[0];
+#pragma omp simd reduction(+ : a, b) reduction(max : u, v)
+            for (int64_t ch = 0; ch < c; ++ch) {
+                const float t1 = row[ch] * w1[ch], t2 = row[ch] * w2[ch];
+                a += t1; b += t2;
+                u = t1 > u ? t1 : u;
+                v = t2 > v ? t2 : v;
+            }
+            s1[p] = a / n1; m1[p] = u; s2[p] = b / n2; m2[p] = v;
+        }
+        return;
+    }
+    for (int64_t p0 = 0; p0 < n; p0 += TILE) { /* the four accumulators of TILE positions stay in L1 */
+        const int64_t len = n - p0 < TILE ? n - p0 : TILE;
+        float *restrict a1 = s1 + p0, *restrict b1 = m1 + p0, *restrict a2 = s2 + p0, *restrict b2 = m2 + p0;
+#pragma omp simd
+        for (int64_t p = 0; p < len; ++p) {
+            a1[p] = b1[p] = xb[p0 + p] * w1[0];
+            a2[p] = b2[p] = xb[p0 + p] * w2[0];
+        }
+        for (int64_t ch = 1; ch < c; ++ch) {
+            const float *restrict row = xb + ch * n + p0, u1 = w1[ch], u2 = w2[ch];
+#pragma omp simd
+            for (int64_t p = 0; p < len; ++p) {
+                const float t1 = row[p] * u1, t2 = row[p] * u2;
+                a1[p] += t1; a2[p] += t2;
+                b1[p] = t1 > b1[p] ? t1 : b1[p];
+                b2[p] = t2 > b2[p] ? t2 : b2[p];
+            }
+        }
+#pragma omp simd
+        for (int64_t p = 0; p < len; ++p) { a1[p] /= n1; a2[p] /= n2; }
+    }
+}
+
+/* Step (10) for one sample, the maps a = [a1; a2] (2, N). */
+static void eval_recombine(const float *xb, const float *w1, const float *w2, const float *a, int64_t c, int64_t n,
+                           int cl, float *ob) {
+    const float *a1 = a, *a2 = a + n;
+    if (cl) {
+        for (int64_t p = 0; p < n; ++p) {
+            const float *row = xb + p * c, u = a1[p], v = a2[p];
+            float *o = ob + p * c;
+#pragma omp simd
+            for (int64_t ch = 0; ch < c; ++ch) o[ch] = row[ch] * (w1[ch] * u + w2[ch] * v);
+        }
+        return;
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {
+        const float *row = xb + ch * n, u1 = w1[ch], u2 = w2[ch];
+        float *o = ob + ch * n;
+#pragma omp simd
+        for (int64_t p = 0; p < n; ++p) o[p] = row[p] * (u1 * a1[p] + u2 * a2[p]);
+    }
+}
+
+/* The whole module for a batch; cw: the channel conv's ck taps; sw: the spatial conv (1, 2, k, k);
+ * norm: scale1, shift1, scale2, shift2 of the two BatchNorms in eval mode. */
+void ham_eval(const float *x, int64_t batch, int64_t c, int64_t h, int64_t w, int cl, const float *cw, int64_t ck,
+              float alpha, float beta, int adaptive, int64_t n1, const float *sw, int64_t k, const float *norm,
+              float *out, int32_t *flags, float *scratch, int threads) {
+    const int64_t n = h * w, per_thread = ham_eval_scratch(c, h, w, k);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+        const float *xb = x + b * c * n;
+        float *avg = scratch + (int64_t)omp_get_thread_num() * per_thread, *mx = avg + c, *w1 = mx + c;
+        float *w2 = w1 + c, *d = w2 + c, *s = d + 4 * n, *pad = s + 2 * n;
+        flags[b] = !(eval_pool(xb, c, n, cl, avg, mx) &&
+                     eval_channel(avg, mx, c, cw, ck, alpha, beta, adaptive, n1, w1, w2));
+        if (flags[b]) continue;
+        eval_descriptors(xb, w1, w2, c, n, cl, (float)n1, (float)(c - n1), d);
+        for (int64_t g = 0; g < 2; ++g) {
+            pad_planes(d + g * 2 * n, 2, h, w, k, pad);
+            correlate(pad, 2, h, w, k, sw, k * k, 0, s + g * n);
+            const float scale = norm[2 * g], shift = norm[2 * g + 1];
+            float *restrict gate = s + g * n;
+#pragma omp simd
+            for (int64_t p = 0; p < n; ++p) { /* -min(ReLU(t), 87): exp_bounded's range */
+                const float t = gate[p] * scale + shift;
+                gate[p] = t > 87.f ? -87.f : (t > 0.f ? -t : 0.f);
+            }
+#pragma omp simd
+            for (int64_t p = 0; p < n; ++p) gate[p] = 1.f / (1.f + exp_bounded(gate[p]));
+        }
+        eval_recombine(xb, w1, w2, s, c, n, cl, out + b * c * n);
     }
 }
