@@ -71,11 +71,18 @@ def _cache_dir() -> Path:
 
 
 def _text(source: Path) -> str:
-    """The source and the headers of its own folder it includes (``#include "name.h"``), one level
-    deep: what the built library depends on besides the compiler, its flags and the CPU."""
-    text = source.read_text()
-    headers = re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, flags=re.MULTILINE)
-    return "\0".join([text, *((source.parent / name).read_text() for name in headers)])
+    """The source and the headers of its own folder it includes (``#include "name.h"``), and theirs:
+    what the built library depends on besides the compiler, its flags and the CPU."""
+    texts, seen, todo = [], set(), [source]
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        texts.append(path.read_text())
+        names = re.findall(r'^\s*#\s*include\s+"([^"]+)"', texts[-1], flags=re.MULTILINE)
+        todo += [source.parent / name for name in names]
+    return "\0".join(texts)
 
 
 def _build(source: Path, compiler: str) -> Path:

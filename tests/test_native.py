@@ -80,6 +80,23 @@ def test_a_changed_header_of_the_folder_gives_a_new_library(tmp_path, monkeypatc
     assert ctypes.CDLL(str(second)).value() == 4
 
 
+@needs_cc
+def test_a_header_included_by_a_header_is_in_the_key_too(tmp_path, monkeypatch):
+    """``a.c`` includes ``outer.h``, which includes ``inner.h``: editing the inner one rebuilds."""
+    monkeypatch.setenv("PLUGATTN_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "inner.h").write_text("#define VALUE 5\n")
+    (tmp_path / "outer.h").write_text('#include "inner.h"\n#define TWICE (2 * VALUE)\n')
+    source = tmp_path / "a.c"
+    source.write_text('#include "outer.h"\nint twice(void) { return TWICE; }\n')
+    compiler = _native._compiler()
+    first = _native._build(source, compiler)
+    assert ctypes.CDLL(str(first)).twice() == 10
+    (tmp_path / "inner.h").write_text("#define VALUE 6\n")
+    second = _native._build(source, compiler)
+    assert second != first
+    assert ctypes.CDLL(str(second)).twice() == 12
+
+
 def test_the_package_ships_the_headers_its_kernels_include():
     import re
     from pathlib import Path
