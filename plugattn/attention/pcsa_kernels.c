@@ -19,30 +19,7 @@
 #include <string.h>
 
 #include "vexp.h"
-
-/* l_j ← exp(l_j − m) for the D tokens. The differences are first clamped at −87 in a loop of their own
- * (exp(−87) ≈ 1.6e-38, far below what a float32 softmax resolves): in the same loop as the exp, GCC
- * splits the clamped case off as a branch and vectorises neither. */
-static void exp_shifted(float *restrict l, int64_t d, float m) {
-#pragma omp simd
-    for (int64_t j = 0; j < d; ++j) {
-        const float t = l[j] - m;
-        l[j] = t < -87.f ? -87.f : t;
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < d; ++j) l[j] = exp_bounded(l[j]);
-}
-
-/* Row i's logits l_j = s · Σ_n q_in kt_nj over the D tokens j. */
-static void logits(const float *q_i, const float *kt, int64_t d, int64_t n, float s, float *l) {
-    memset(l, 0, (size_t)d * sizeof(float));
-    for (int64_t m = 0; m < n; ++m) {
-        const float *restrict row = kt + m * d;
-        const float a = s * q_i[m];
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) l[j] += a * row[j];
-    }
-}
+#include "pcsa_row.h"  /* exp_shifted, logits, attention_row */
 
 void pcsa_attention(const float *q, const float *kt, const float *v, int64_t rows, int64_t d, int64_t n,
                     float s, float *o, float *lse, int threads) {
@@ -52,18 +29,8 @@ void pcsa_attention(const float *q, const float *kt, const float *v, int64_t row
         float row_buffer[d];
         float *restrict l = row_buffer;  /* a pointer, not the array: the loops over it vectorise */
         for (int64_t i = 0; i < d; ++i) {
-            logits(qr + i * n, ktr, d, n, s, l);
-            float top = l[0];
-#pragma omp simd reduction(max : top)
-            for (int64_t j = 0; j < d; ++j) top = l[j] > top ? l[j] : top;
-            exp_shifted(l, d, top);  // e_ij = exp(l_ij − max_j l_ij)
-            float z = 0.f, acc = 0.f;
-#pragma omp simd reduction(+ : z, acc)
-            for (int64_t j = 0; j < d; ++j) {
-                z += l[j];
-                acc += l[j] * vr[j];
-            }
-            o[r * d + i] = acc / z;
+            float top, z;
+            o[r * d + i] = attention_row(qr + i * n, ktr, d, vr, d, n, s, l, &top, &z);
             lse[r * d + i] = top + logf(z);
         }
     }
@@ -85,7 +52,7 @@ void pcsa_attention_backward(const float *g, const float *q, const float *kt, co
         float *restrict l = row_buffer;  /* a pointer, not the array: the loops over it vectorise */
         for (int64_t i = 0; i < d; ++i) {
             const float *q_i = qr + i * n;
-            logits(q_i, ktr, d, n, s, l);
+            logits(q_i, ktr, d, d, n, s, l);
             const float gi = g[r * d + i], oi = o[r * d + i], li = lse[r * d + i];
             exp_shifted(l, d, li);  // P_ij
 #pragma omp simd

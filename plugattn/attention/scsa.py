@@ -219,13 +219,51 @@ class SCSA(nn.Module):
         if not (
             torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         ):
-            a_h, a_w = self._smsa_gates(list(scsa_fast.means(x)), native=True)
-            a_c = self._pcsa_gate(scsa_fast.window_pool(x, a_h, a_w, window), native=True)
-            return scsa_fast.output(x, a_h, a_w, a_c)
+            return self._forward_fused(x, window) if self._fuses() else self._forward_steps(x, window)
         x_h, x_w, token, tape = scsa_fast.means_with_autograd(x, window)
         a_h, a_w = self._smsa_gates([x_h, x_w], native=True)
         a_c = self._pcsa_gate(scsa_fast.window_pool_with_autograd(x, a_h, a_w, token, tape), native=True)
         return scsa_fast.output_with_autograd(x, a_h, a_w, a_c, token, tape)
+
+    def _forward_steps(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+        """Native inference pass by pass: the module's own layers (and their hooks) between the kernels."""
+        a_h, a_w = self._smsa_gates(list(scsa_fast.means(x)), native=True)
+        a_c = self._pcsa_gate(scsa_fast.window_pool(x, a_h, a_w, window), native=True)
+        return scsa_fast.output(x, a_h, a_w, a_c)
+
+    def _fuses(self) -> bool:
+        """Whether a native inference call can run as :func:`scsa_fast.evaluate`: sigmoid gates, the
+        submodules SCSA's own classes (the norms affine, with their group counts), no active dropout on
+        the attention, and no hook on any part (each would have to see its call)."""
+        parts = list(self.modules())[1:]
+        norms = [getattr(self, name) for name in self._axis_norms] + [self.norm]
+        return (
+            all(type(g) is nn.Sigmoid for g in (self.spatial.gate, self.channel.gate))
+            and all(type(getattr(self, name)) is nn.Conv1d for name in _CONV_NAMES)
+            and all(type(n) is nn.GroupNorm and n.affine for n in norms)
+            and [n.num_groups for n in norms] == [4, 4, 1]
+            and all(type(conv) is nn.Conv2d for conv in (self.q, self.k, self.v))
+            and not (self.training and self.attn_drop.p > 0)
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
+            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        )
+
+    def _forward_fused(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+        """Inference in one C pass per sample; the samples it leaves (means that are not finite) go
+        through the steps one by one."""
+        weight, bias = self._smsa_kernel()
+        parts = [weight.reshape(self.channels, -1).t(), bias]  # the kernel transposed, (k, C)
+        for norm in [getattr(self, name) for name in self._axis_norms] + [self.norm]:
+            parts += [norm.weight, norm.bias]
+        for conv in (self.q, self.k, self.v):
+            parts += [conv.weight, conv.bias if conv.bias is not None else torch.zeros_like(norm.bias)]
+        params = torch.cat([p.detach().reshape(-1) for p in parts])
+        eps = tuple(float(n.eps) for n in (self.norm_h, self.norm_w, self.norm))
+        out, flags = scsa_fast.evaluate(x, params, weight.shape[-1], eps, window, self.head_num, self.scaler)
+        left = flags.nonzero().squeeze(1)
+        if left.numel():
+            out[left] = self._forward_steps(x[left], window)
+        return out
 
     def _smsa(self, x: torch.Tensor) -> torch.Tensor:
         """Steps (1)-(4): ``x_s = x · Π_axis a_axis`` for ``x`` ``(B, C, *S)``."""

@@ -36,6 +36,7 @@ from plugattn.attention import ham_fast
 __all__ = [
     "available",
     "depthwise_conv1d",
+    "evaluate",
     "means",
     "output",
     "status",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).with_name("scsa_kernels.c")
-_I, _P, _T = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+_I, _P, _F, _T = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
     "scsa_means": ((_P, _I, _I, _I, _P, _P, _T), None),
     "scsa_window_pool": ((_P, _P, _P, _I, _I, _I, _I, _I, _P, _T), None),
@@ -62,6 +63,8 @@ _SIGNATURES = {
     "scsa_input_backward_cl": ((_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P, _T), None),
     "scsa_dwconv": ((_P, _P, _P, _I, _I, _I, _I, _P, _T), None),
     "scsa_dwconv_backward": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
+    "scsa_eval": ((_P, _I, _I, _I, _I, _T, _P, _I, _P, _I, _I, _I, _F, _P, _P, _P, _T), None),
+    "scsa_eval_scratch": ((_I, _I, _I, _I, _I), _I),
 }
 
 
@@ -302,3 +305,29 @@ def output_with_autograd(
     x: Tensor, a_h: Tensor, a_w: Tensor, a_c: Tensor, token: Tensor, tape: _Tape
 ) -> Tensor:
     return _Output.apply(x, a_h, a_w, a_c, token, tape)
+
+
+def evaluate(
+    x: Tensor,
+    params: Tensor,
+    kernel_size: int,
+    eps: tuple[float, float, float],
+    window: tuple[int, int],
+    heads: int,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
+    """SCSA in inference on a 2-D map in one pass per sample (``scsa_eval``): ``out`` like ``x`` and
+    ``flags`` ``(B,)`` int32, 1 for the samples it left for the caller (means that are not finite).
+    ``params``: float32, the SMSA kernel transposed ``(kernel_size, C)``, then ``C`` each: its bias, GN_h's,
+    GN_w's and GN_1's weight and bias, q, k and v's weight and bias (zeros for none); ``eps``: the three
+    norms' epsilons."""
+    b, c, h, w = x.shape
+    out, flags = torch.empty_like(x), torch.empty(b, dtype=torch.int32)
+    threads = torch.get_num_threads()
+    scratch = x.new_empty(threads * _library().scsa_eval_scratch(c, h, w, *window))
+    eps_t = torch.tensor(eps, dtype=torch.float32)
+    _library().scsa_eval(
+        x.data_ptr(), b, c, h, w, ham_fast.channels_last(x), params.data_ptr(), kernel_size, eps_t.data_ptr(),
+        *window, heads, scale, out.data_ptr(), flags.data_ptr(), scratch.data_ptr(), threads,
+    )  # fmt: skip
+    return out, flags

@@ -107,7 +107,7 @@ def test_everything_else_takes_the_pure_torch_path(case, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the native path was taken")
 
-    for name in ("output", "output_with_autograd"):
+    for name in ("output", "output_with_autograd", "evaluate"):
         monkeypatch.setattr(scsa_fast, name, refuse)
     x = torch.randn(2, 16, 8, 8)
     if case == "max_pool":
