@@ -82,12 +82,15 @@ void ham_descriptors(const float *x, const float *w1, const float *w2, int64_t b
                 const int32_t k = (int32_t)ch;
 #pragma omp simd
                 for (int64_t p = 0; p < len; ++p) {
-                    const float t1 = row[p] * u1, t2 = row[p] * u2;
+                    const float t1 = row[p] * u1, t2 = row[p] * u2, o1 = m1[p], o2 = m2[p];
+                    /* The index as a bitwise blend (g all ones where the max moves): written as
+                     * `g ? k : k1[p]` GCC turns it into a masked store, microcoded and several times
+                     * slower on AMD's AVX2 CPUs; the max itself becomes vmaxps. */
+                    const int32_t g1 = -(int32_t)(t1 > o1), g2 = -(int32_t)(t2 > o2);
                     s1[p] += t1;
                     s2[p] += t2;
-                    const int g1 = t1 > m1[p], g2 = t2 > m2[p];
-                    m1[p] = g1 ? t1 : m1[p]; k1[p] = g1 ? k : k1[p];
-                    m2[p] = g2 ? t2 : m2[p]; k2[p] = g2 ? k : k2[p];
+                    m1[p] = t1 > o1 ? t1 : o1; k1[p] = (k & g1) | (k1[p] & ~g1);
+                    m2[p] = t2 > o2 ? t2 : o2; k2[p] = (k & g2) | (k2[p] & ~g2);
                 }
             }
             for (int64_t p = 0; p < len; ++p) {
@@ -391,11 +394,12 @@ void ham_pool_cl(const float *x, int64_t batch, int64_t n, int64_t c, float *avg
             const int32_t q = (int32_t)p;
 #pragma omp simd
             for (int64_t ch = 0; ch < c; ++ch) {
-                const float v = row[ch];
-                const int gt = v > m[ch] || (v != v && m[ch] == m[ch]);
+                const float v = row[ch], old = m[ch];
+                const int32_t at = a[ch];
+                const int gt = v > old || (v != v && old == old);
                 s[ch] += v;
-                m[ch] = gt ? v : m[ch];
-                a[ch] = gt ? q : a[ch];
+                m[ch] = gt ? v : old; /* loaded, selected, stored: not a masked store (see ham_descriptors) */
+                a[ch] = gt ? q : at;
             }
         }
         for (int64_t ch = 0; ch < c; ++ch) s[ch] /= (float)n;
@@ -424,18 +428,20 @@ void ham_descriptors_cl(const float *x, const float *w1, const float *w2, int64_
                 if (len == VL) {
 #pragma omp simd
                     for (int64_t j = 0; j < VL; ++j) {
-                        const float v = col[j * c], t1 = v * u1, t2 = v * u2;
+                        const float v = col[j * c], t1 = v * u1, t2 = v * u2, o1 = m1[j], o2 = m2[j];
+                        /* the index blended bitwise: see ham_descriptors */
+                        const int32_t g1 = -(int32_t)(t1 > o1), g2 = -(int32_t)(t2 > o2);
                         s1[j] += t1; s2[j] += t2;
-                        const int g1 = t1 > m1[j], g2 = t2 > m2[j];
-                        m1[j] = g1 ? t1 : m1[j]; k1[j] = g1 ? k : k1[j];
-                        m2[j] = g2 ? t2 : m2[j]; k2[j] = g2 ? k : k2[j];
+                        m1[j] = t1 > o1 ? t1 : o1; k1[j] = (k & g1) | (k1[j] & ~g1);
+                        m2[j] = t2 > o2 ? t2 : o2; k2[j] = (k & g2) | (k2[j] & ~g2);
                     }
                 } else {
                     for (int64_t j = 0; j < len; ++j) {
-                        const float v = col[j * c], t1 = v * u1, t2 = v * u2;
+                        const float v = col[j * c], t1 = v * u1, t2 = v * u2, o1 = m1[j], o2 = m2[j];
+                        const int32_t g1 = -(int32_t)(t1 > o1), g2 = -(int32_t)(t2 > o2);
                         s1[j] += t1; s2[j] += t2;
-                        if (t1 > m1[j]) { m1[j] = t1; k1[j] = k; }
-                        if (t2 > m2[j]) { m2[j] = t2; k2[j] = k; }
+                        m1[j] = t1 > o1 ? t1 : o1; k1[j] = (k & g1) | (k1[j] & ~g1);
+                        m2[j] = t2 > o2 ? t2 : o2; k2[j] = (k & g2) | (k2[j] & ~g2);
                     }
                 }
             }
