@@ -261,11 +261,12 @@ class HAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
-        if ham_fast.usable(x, *self.parameters()):
-            return self._forward_native(x)
-        if ham_fast.usable_in_float32(x, *self.parameters()):  # CPU autocast: HAM in float32, natively
+        params = tuple(self.parameters())
+        if ham_fast.usable(x, *params):
+            return self._forward_native(x, params)
+        if ham_fast.usable_in_float32(x, *params):  # CPU autocast: HAM in float32, natively
             with torch.autocast("cpu", enabled=False):
-                return self._forward_native(x.float()).to(x.dtype)
+                return self._forward_native(x.float(), params).to(x.dtype)
         a_c = self.channel(x)  # (B, C)
         w1, w2 = self._separate(a_c)
         if not (torch.is_grad_enabled() and (x.requires_grad or a_c.requires_grad)):
@@ -288,12 +289,11 @@ class HAM(nn.Module):
         w1 = a_c * torch.zeros_like(a_c).scatter_(1, top, 1.0)  # (B, C)
         return w1, a_c - w1
 
-    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
-        """The same steps with the passes over ``x`` as fused C kernels (:mod:`.ham_fast`)."""
+    def _forward_native(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The same steps with the passes over ``x`` as fused C kernels (:mod:`.ham_fast`); ``params``: the
+        module's parameters."""
         sizes = (self.important_channels, self.subimportant_channels)
-        if not (
-            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        ):
+        if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))):
             return self._forward_fused(x) if self._fuses(x) else self._forward_steps(x)
         f_avg, f_max, token, tape = ham_fast.pool_with_autograd(x, sizes)
         w1, w2 = self._separate(self.channel.mix(f_avg, f_max, native=True))
@@ -311,14 +311,18 @@ class HAM(nn.Module):
         """Whether an inference call on ``x`` (native) can run as :func:`ham_fast.evaluate`: a 2-D map, a
         square spatial kernel, both BatchNorms in eval mode with running statistics, the submodules HAM's
         own classes, and no hook on any of them (each would have to see its call)."""
-        norms = (self.spatial.norm_important, self.spatial.norm_subimportant)
-        parts = list(self.modules())[1:]
+        channel, spatial = self.channel, self.spatial
+        if (type(channel), type(spatial)) != (HAMChannel, HAMSpatial):
+            return False
+        norms = (spatial.norm_important, spatial.norm_subimportant)
+        # The layers the steps would call (or stand in for): listed, not walked, to keep a batch-1 call
+        # cheap; their classes are fixed, so nothing else is reached.
+        parts = (channel, channel.conv, channel.gate, spatial, spatial.conv, *norms, spatial.gate)
         return (
             self.spatial_dims == 2
-            and self.spatial.conv.weight.shape[-1] == self.spatial.conv.weight.shape[-2]
+            and spatial.conv.weight.shape[-1] == spatial.conv.weight.shape[-2]
             and all(type(n) is nn.BatchNorm2d and not n.training and n.running_var is not None for n in norms)
-            and (type(self.channel), type(self.spatial)) == (HAMChannel, HAMSpatial)
-            and all(type(g) is nn.Sigmoid for g in (self.channel.gate, self.spatial.gate))
+            and all(type(g) is nn.Sigmoid for g in (channel.gate, spatial.gate))
             and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
             and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
         )
@@ -327,18 +331,18 @@ class HAM(nn.Module):
         """Eval-mode inference in one C pass per sample; the samples it leaves (a value that is not
         finite, or a near-tie at the border of the important group) go through the steps one by one."""
         scale_shift = []
-        for norm in (self.spatial.norm_important, self.spatial.norm_subimportant):
-            invstd = 1 / torch.sqrt(norm.running_var + norm.eps)
-            scale = invstd if norm.weight is None else invstd * norm.weight
-            shift = -norm.running_mean * scale if norm.bias is None else norm.bias - norm.running_mean * scale
+        for norm in (self.spatial.norm_important, self.spatial.norm_subimportant):  # one feature each
+            scale = 1 / math.sqrt(norm.running_var.item() + norm.eps)
+            scale = scale if norm.weight is None else scale * norm.weight.item()
+            shift = -norm.running_mean.item() * scale + (0.0 if norm.bias is None else norm.bias.item())
             scale_shift += [scale, shift]
-        norm = torch.cat(scale_shift).float()
+        norm = torch.tensor(scale_shift, dtype=torch.float32)
         mix = (self.channel.alpha.item(), self.channel.beta.item()) if self.channel.adaptive else None
         out, flags = ham_fast.evaluate(
             x, self.channel.conv.weight, mix, self.important_channels, self.spatial.conv.weight, norm
         )
-        left = flags.nonzero().squeeze(1)
-        if left.numel():
+        if flags.any():
+            left = flags.nonzero().squeeze(1)
             out[left] = self._forward_steps(x[left])
         return out
 

@@ -204,21 +204,21 @@ class SCSA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(self, x)
         if self.spatial_dims == 2 and self.down_sample_mode == "avg_pool":
-            if scsa_fast.usable(x, *self.parameters()):
-                return self._forward_native(x)
-            if scsa_fast.usable_in_float32(x, *self.parameters()):  # CPU autocast: float32, natively
+            params = tuple(self.parameters())
+            if scsa_fast.usable(x, *params):
+                return self._forward_native(x, params)
+            if scsa_fast.usable_in_float32(x, *params):  # CPU autocast: float32, natively
                 with torch.autocast("cpu", enabled=False):
-                    return self._forward_native(x.float()).to(x.dtype)
+                    return self._forward_native(x.float(), params).to(x.dtype)
         return self._pcsa(self._smsa(x))
 
-    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_native(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The same steps with the passes over ``x`` as fused C kernels (:mod:`.scsa_fast`); ``x_s`` is
-        never stored. The global pooling (``window_size=-1``) is the window of the whole map."""
+        never stored. The global pooling (``window_size=-1``) is the window of the whole map. ``params``:
+        the module's parameters."""
         h, w = x.shape[2:]
         window = (h, w) if self.window_size == -1 else (min(self.window_size, h), min(self.window_size, w))
-        if not (
-            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        ):
+        if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))):
             return self._forward_fused(x, window) if self._fuses() else self._forward_steps(x, window)
         x_h, x_w, token, tape = scsa_fast.means_with_autograd(x, window)
         a_h, a_w = self._smsa_gates([x_h, x_w], native=True)
@@ -235,11 +235,16 @@ class SCSA(nn.Module):
         """Whether a native inference call can run as :func:`scsa_fast.evaluate`: sigmoid gates, the
         submodules SCSA's own classes (the norms affine, with their group counts), no active dropout on
         the attention, and no hook on any part (each would have to see its call)."""
-        parts = list(self.modules())[1:]
         norms = [getattr(self, name) for name in self._axis_norms] + [self.norm]
+        convs = [getattr(self, name) for name in _CONV_NAMES]
+        # The layers the steps would call (or stand in for): listed, not walked, to keep a batch-1 call
+        # cheap.
+        parts = [self.spatial, self.spatial.gate, self.channel, self.channel.gate, *convs, *norms]
+        parts += [self.q, self.k, self.v, self.attn_drop]
         return (
             all(type(g) is nn.Sigmoid for g in (self.spatial.gate, self.channel.gate))
-            and all(type(getattr(self, name)) is nn.Conv1d for name in _CONV_NAMES)
+            and all(type(conv) is nn.Conv1d for conv in convs)
+            and all(conv.weight.shape == (self.group_chans, 1, conv.kernel_size[0]) for conv in convs)
             and all(type(n) is nn.GroupNorm and n.affine for n in norms)
             and [n.num_groups for n in norms] == [4, 4, 1]
             and all(type(conv) is nn.Conv2d for conv in (self.q, self.k, self.v))
@@ -251,17 +256,20 @@ class SCSA(nn.Module):
     def _forward_fused(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
         """Inference in one C pass per sample; the samples it leaves (means that are not finite) go
         through the steps one by one."""
-        weight, bias = self._smsa_kernel()
-        parts = [weight.reshape(self.channels, -1).t(), bias]  # the kernel transposed, (k, C)
-        for norm in [getattr(self, name) for name in self._axis_norms] + [self.norm]:
-            parts += [norm.weight, norm.bias]
+        convs = [getattr(self, name) for name in _CONV_NAMES]
+        tensors = [conv.weight for conv in convs] + [conv.bias for conv in convs]
+        for norm in (self.norm_h, self.norm_w, self.norm):
+            tensors += [norm.weight, norm.bias]
         for conv in (self.q, self.k, self.v):
-            parts += [conv.weight, conv.bias if conv.bias is not None else torch.zeros_like(norm.bias)]
-        params = torch.cat([p.detach().reshape(-1) for p in parts])
-        eps = tuple(float(n.eps) for n in (self.norm_h, self.norm_w, self.norm))
-        out, flags = scsa_fast.evaluate(x, params, weight.shape[-1], eps, window, self.head_num, self.scaler)
-        left = flags.nonzero().squeeze(1)
-        if left.numel():
+            tensors += [conv.weight, conv.bias]
+        if not all(t is None or t.is_contiguous() for t in tensors):
+            tensors = [t if t is None else t.contiguous() for t in tensors]
+        sizes = tuple(conv.kernel_size[0] for conv in convs)
+        params = scsa_fast.pack(tensors, sizes, self.channels)
+        eps = (float(self.norm_h.eps), float(self.norm_w.eps), float(self.norm.eps))
+        out, flags = scsa_fast.evaluate(x, params, max(sizes), eps, window, self.head_num, self.scaler)
+        if flags.any():
+            left = flags.nonzero().squeeze(1)
             out[left] = self._forward_steps(x[left], window)
         return out
 

@@ -37,6 +37,7 @@ __all__ = [
     "available",
     "depthwise_conv1d",
     "evaluate",
+    "pack",
     "means",
     "output",
     "status",
@@ -65,6 +66,7 @@ _SIGNATURES = {
     "scsa_dwconv_backward": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
     "scsa_eval": ((_P, _I, _I, _I, _I, _T, _P, _I, _P, _I, _I, _I, _F, _P, _P, _P, _T), None),
     "scsa_eval_scratch": ((_I, _I, _I, _I, _I), _I),
+    "scsa_eval_pack": ((_P, _P, _I, _I, _P), None),
 }
 
 
@@ -331,3 +333,15 @@ def evaluate(
         *window, heads, scale, out.data_ptr(), flags.data_ptr(), scratch.data_ptr(), threads,
     )  # fmt: skip
     return out, flags
+
+
+def pack(tensors: list[Tensor | None], kernel_sizes: tuple[int, ...], channels: int) -> Tensor:
+    """:func:`evaluate`'s ``params`` from the module's tensors in one C call (``scsa_eval_pack``): the four
+    SMSA convs' weights and biases, then GN_h's, GN_w's and GN_1's weight and bias and q, k, v's weight
+    and bias (``None`` for an absent bias); float32 contiguous CPU tensors, as the native path has them."""
+    k = max(kernel_sizes)
+    params = torch.empty((k + 13) * channels)
+    pointers = (ctypes.c_void_p * 20)(*(None if t is None else t.data_ptr() for t in tensors))
+    sizes = (ctypes.c_int64 * 4)(*kernel_sizes)
+    _library().scsa_eval_pack(pointers, sizes, channels, k, params.data_ptr())
+    return params

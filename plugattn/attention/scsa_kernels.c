@@ -489,6 +489,24 @@ int64_t scsa_eval_scratch(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t k
     return 5 * (h + w) * c + (h > w ? h : w) * c + 3 * n * c + 6 * c;
 }
 
+/* scsa_eval's `par` from the module's own tensors, without a torch operation per tensor: src[0..3] the four
+ * SMSA convs' weights (C/4, 1, ks[i]), src[4..7] their biases (C/4), src[8..19] the twelve C-vectors in
+ * par's order (GN_h's weight and bias, GN_w's, GN_1's, wq, bq, wk, bk, wv, bv); NULL for an absent bias.
+ * k = max ks: each group's kernel is centred in the k taps, zeros around it, as the module's one kernel. */
+void scsa_eval_pack(const float *const *src, const int64_t *ks, int64_t c, int64_t k, float *par) {
+    const int64_t g = c / 4;
+    memset(par, 0, (size_t)((k + 13) * c) * sizeof(float));
+    for (int64_t i = 0; i < 4; ++i) {
+        const int64_t pad = (k - ks[i]) / 2;
+        for (int64_t j = 0; j < g; ++j) {
+            for (int64_t t = 0; t < ks[i]; ++t) par[(pad + t) * c + i * g + j] = src[i][j * ks[i] + t];
+            par[k * c + i * g + j] = src[4 + i] ? src[4 + i][j] : 0.f;
+        }
+    }
+    for (int64_t v = 0; v < 12; ++v)
+        if (src[8 + v]) memcpy(par + (k + 1 + v) * c, src[8 + v], (size_t)c * sizeof(float));
+}
+
 /* z ← σ(z) for n values, tmp n floats: e = exp(−min(|z|, 87)), σ = 1/(1 + e) for z ≥ 0, e/(1 + e) below. */
 static void sigmoid_inplace(float *restrict z, float *restrict tmp, int64_t n) {
 #pragma omp simd

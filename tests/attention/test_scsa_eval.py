@@ -158,3 +158,36 @@ def test_inference_mode_and_a_batch_smaller_than_the_threads(monkeypatch):
     with torch.inference_mode():
         y = fused(m, x, monkeypatch)
     torch.testing.assert_close(y, pure(m, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_pack_lays_out_the_modules_tensors(qkv_bias):
+    """``scsa_fast.pack`` against the layout built here by hand: each group's kernel centred in the
+    largest kernel's taps, transposed to (k, C), then the C-vectors in order, zeros for absent biases."""
+    torch.manual_seed(0)
+    m = randomize(plugattn.SCSA(16, group_kernel_sizes=(1, 3, 5, 11), qkv_bias=qkv_bias))
+    convs = [m.local_dwc, m.global_dwc_s, m.global_dwc_m, m.global_dwc_l]
+    kernel = torch.zeros(11, 16)
+    for i, conv in enumerate(convs):
+        k = conv.kernel_size[0]
+        kernel[(11 - k) // 2 : (11 - k) // 2 + k, 4 * i : 4 * i + 4] = conv.weight.detach().reshape(4, k).t()
+    vectors = [torch.cat([conv.bias.detach() for conv in convs])]
+    for norm in (m.norm_h, m.norm_w, m.norm):
+        vectors += [norm.weight.detach(), norm.bias.detach()]
+    for conv in (m.q, m.k, m.v):
+        bias = torch.zeros(16) if conv.bias is None else conv.bias.detach()
+        vectors += [conv.weight.detach().reshape(16), bias]
+    expected = torch.cat([kernel.reshape(-1), *vectors])
+    tensors = [conv.weight for conv in convs] + [conv.bias for conv in convs]
+    for norm in (m.norm_h, m.norm_w, m.norm):
+        tensors += [norm.weight, norm.bias]
+    for conv in (m.q, m.k, m.v):
+        tensors += [conv.weight, conv.bias]
+    torch.testing.assert_close(scsa_fast.pack(tensors, (1, 3, 5, 11), 16), expected, rtol=0, atol=0)
+
+
+def test_a_replaced_group_conv_of_another_shape_keeps_the_step_by_step_path():
+    m = plugattn.SCSA(16).eval()
+    assert m._fuses()
+    m.global_dwc_s = nn.Conv1d(4, 4, 5, padding=2)  # not depthwise: weight (4, 4, 5)
+    assert not m._fuses()
