@@ -33,6 +33,7 @@ from naive import NaiveHAM, NaiveSCSA  # noqa: E402
 import plugattn  # noqa: E402
 from plugattn.attention._common import eca_kernel_size  # noqa: E402
 from plugattn.benchmark.bench import _conditions, measure, time_interleaved  # noqa: E402
+from plugattn.engine.memory import keep_freed_memory  # noqa: E402
 from plugattn.report import markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,10 +162,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier)")
     parser.add_argument("--dtype", default="float32", choices=list(NUMERICS))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_targets.md"))
+    parser.add_argument(
+        "--system-allocator", action="store_true",
+        help="leave glibc's allocator as it is (default: keep freed memory, as `plugattn train` does)",
+    )  # fmt: skip
     args = parser.parse_args()
     dtype, autocast = NUMERICS[args.dtype]
     repeats = 3 if args.quick else 9
-    cond = _conditions(torch.device("cpu"), args.dtype, False, 0)
+    memory = "system allocator" if args.system_allocator else keep_freed_memory()
+    cond = {**_conditions(torch.device("cpu"), args.dtype, False, 0), "memory": memory}
     cond.pop("layout"), cond.pop("batch")
     conditions = ", ".join(f"{k} {v}" for k, v in cond.items())
     text = "# Speed targets of HAM and SCSA, measured side by side\n\n"

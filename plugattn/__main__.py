@@ -2,6 +2,6 @@
 
 import sys
 
-from plugattn.cli import main
+from plugattn.cli import run
 
-sys.exit(main())
+sys.exit(run())

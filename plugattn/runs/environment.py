@@ -18,6 +18,7 @@ import torch
 import plugattn
 from plugattn.attention import kernel_status
 from plugattn.engine.distributed import DistInfo
+from plugattn.engine.memory import allocator_state
 from plugattn.engine.numerics import Numerics, native_bf16
 
 __all__ = ["environment"]
@@ -40,6 +41,7 @@ def environment(device: torch.device, dist: DistInfo, numerics: Numerics) -> dic
         "native_bf16": native_bf16(device),
         "numerics": dataclasses.asdict(numerics),
         "kernels": kernel_status(),
+        "memory": allocator_state(),
         "world_size": dist.world_size,
         "git_revision": _git_revision(),
         "command": sys.argv,

@@ -26,6 +26,7 @@ from plugattn.data import create_loader
 from plugattn.engine.checkpoint import capture_rng, restore_rng
 from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from plugattn.engine.memory import allocator_state
 from plugattn.engine.numerics import Numerics, resolve_numerics
 from plugattn.engine.optim import build_optimizer, build_scheduler
 from plugattn.engine.progressive import epoch_scale
@@ -121,6 +122,7 @@ def _fit(
     if dist.is_main:
         log(numerics.describe())
         log("kernels: " + ", ".join(f"{name} {how}" for name, how in kernel_status().items()))
+        log("memory: " + allocator_state())
     _set_up_process(cfg, dist)
     t = _build(cfg, device, dist, numerics, log if dist.is_main else _quiet)
     history = _restore(t, ckpt, run, log) if ckpt is not None else []

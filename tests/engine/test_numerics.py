@@ -83,6 +83,9 @@ def test_runs_print_save_and_keep_their_numerics(cpu_bf16, tmp_path):
     kernels = env["kernels"]
     assert kernels == plugattn.attention.kernel_status() and set(kernels) == {"ham", "scsa", "pcsa"}
     assert f"kernels: ham {kernels['ham']}, scsa {kernels['scsa']}, pcsa {kernels['pcsa']}" in lines
+    # What the allocator was told (the command keeps freed memory; a Python caller's process is left alone).
+    assert env["memory"] == plugattn.engine.allocator_state() == "system allocator"
+    assert "memory: system allocator" in lines
     assert torch.load(run / "last.pt", weights_only=True)["meta"]["numerics"]["amp"] == "none"
     assert "amp: auto" in (run / "config.yaml").read_text()  # the request, as given
 
