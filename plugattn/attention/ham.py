@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from plugattn._checks import check_float, check_int
 from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
-from plugattn.attention import ham_fast, ham_passes
+from plugattn.attention import ham_conv, ham_fast, ham_passes
 from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -140,7 +140,7 @@ class HAMSpatial(nn.Module):
             and weight.shape[-1] == weight.shape[-2]
             and ham_fast.usable(d_important, d_subimportant, weight)
         ):
-            s_im, s_sub = ham_fast.spatial_conv(d_important, d_subimportant, weight).unbind(0)  # C conv
+            s_im, s_sub = ham_conv.spatial_conv(d_important, d_subimportant, weight).unbind(0)  # C conv
             return self._gates(s_im, s_sub)
         # One conv call for both groups (the conv is shared): stack the groups along the batch.
         d = torch.cat((d_important, d_subimportant), dim=0)  # (2B, 2, *S)
@@ -266,6 +266,8 @@ class HAM(nn.Module):
             return self._forward_native(x, params)
         if ham_fast.usable_in_float32(x, *params):  # CPU autocast: HAM in float32, natively
             with torch.autocast("cpu", enabled=False):
+                if x.dtype == torch.bfloat16:  # the passes read and write the bf16 map as it is
+                    return self._forward_native(x, params)
                 return self._forward_native(x.float(), params).to(x.dtype)
         a_c = self.channel(x)  # (B, C)
         w1, w2 = self._separate(a_c)

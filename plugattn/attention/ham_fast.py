@@ -1,8 +1,8 @@
 """HAM's native CPU path: its passes over the feature map as fused C kernels (``ham_kernels.c``).
 
-For a float32 CPU map in the contiguous layout, :class:`~plugattn.attention.ham.HAM` runs its three
-passes over ``x`` — the channel pooling (1), the groups' descriptors (7) and the recombination (10) —
-as one C loop each, and its backward as three: the recombination's reductions, the descriptors'
+For a float32 CPU map (or a bf16 one under autocast, below), :class:`~plugattn.attention.ham.HAM` runs
+its three passes over ``x`` — the channel pooling (1), the groups' descriptors (7) and the recombination
+(10) — as one C loop each, and its backward as three: the recombination's reductions, the descriptors'
 weight gradients, and **the whole input gradient in one pass** (the three contributions to ``∂L/∂x``
 summed as they are written, where autograd would write three tensors of ``x``'s size and add them).
 The small parts between the passes (top-k, BatchNorm, the gates) stay the module's own torch layers,
@@ -21,10 +21,16 @@ the descriptors and the recombination take as an input. Their backward passes le
 :class:`_Pool`, storing what it needs on a per-call :class:`_Tape`; the token makes autograd run
 :class:`_Pool`'s backward after both, and always when ``x`` needs a gradient.
 
-Equations of each kernel: the comments in ``ham_kernels.c``. The pure-torch path computes the same
-function and is used for everything else (other dtypes and layouts, CUDA, ``torch.compile``, tracing,
-export, ``torch.func`` transforms, and where no C compiler is found — ``plugattn._native``); the tests
-hold the two to each other, forward and backward. Double backward is not supported on this path.
+Under CPU autocast the map is bf16 (what autocast's convolutions give): the passes over the map read and
+write it as bf16 and compute in float32 (``ham_map.h``, compiled for both element types), bit for bit what
+the float32 kernels give on the map cast up with the results rounded once, and without those casts'
+passes over the map; the tensors between the passes stay float32.
+
+Equations of each kernel: the comments in ``ham_kernels.c`` and ``ham_map.h``. The pure-torch path
+computes the same function and is used for everything else (other dtypes and layouts, CUDA,
+``torch.compile``, tracing, export, ``torch.func`` transforms, and where no C compiler is found —
+``plugattn._native``); the tests hold the two to each other, forward and backward. Double backward is
+not supported on this path.
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ _I = ctypes.c_int64
 _P = ctypes.c_void_p
 _C = ctypes.c_int
 # (argtypes, restype) of each kernel; both input-gradient kernels take the same arguments.
-_INPUT_BACKWARD = (_P, _P, _P, _P, _P, _P, _P, _P, _F, _F, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int)
-_SIGNATURES = {
+_INPUT_BACKWARD = (_P, _P, _P, _P, _P, _P, _P, _P, _F, _F, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_int)
+_MAP_PASSES = {
     "ham_pool": ((_P, _I, _I, _P, _P, _P, ctypes.c_int), None),
     "ham_descriptors": ((_P, _P, _P, _I, _I, _I, _F, _F, _P, _P, _P, _P, ctypes.c_int), None),
     "ham_recombine": ((_P, _P, _P, _P, _I, _I, _I, _P, ctypes.c_int), None),
@@ -63,14 +69,20 @@ _SIGNATURES = {
     "ham_recombine_backward_cl": ((_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int), None),
     "ham_descriptors_backward_cl": ((_P, _P, _P, _P, _P, _I, _I, _I, _F, _F, _P, _P, ctypes.c_int), None),
     "ham_input_backward_cl": (_INPUT_BACKWARD, None),
-    "ham_spatial_conv_scratch": ((_I, _I, _I), _I),
-    "ham_spatial_conv": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int), None),
-    "ham_spatial_conv_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int), None),
-    "ham_eval_scratch": ((_I, _I, _I, _I), _I),
     "ham_eval": (
         (_P, _I, _I, _I, _I, _C, _P, _I, _F, _F, _C, _I, _P, _I, _P, _P, _P, _P, _C),
         None,
     ),
+}
+# The passes over the map exist for float32 maps and, with the same arguments, for bfloat16 maps (the
+# names ending in _bf16, ham_map.h); the others take float32 only.
+_SIGNATURES = {
+    **_MAP_PASSES,
+    **{name + "_bf16": signature for name, signature in _MAP_PASSES.items()},
+    "ham_spatial_conv_scratch": ((_I, _I, _I), _I),
+    "ham_spatial_conv": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int), None),
+    "ham_spatial_conv_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int), None),
+    "ham_eval_scratch": ((_I, _I, _I, _I), _I),
 }
 _ENABLED = [True]
 
@@ -143,10 +155,12 @@ def usable(x: Tensor, *others: Tensor) -> bool:
 
 
 def usable_in_float32(x: Tensor, *others: Tensor) -> bool:
-    """Whether a call on ``x`` under CPU autocast takes the native path in float32 (``x`` cast up, the
-    output cast back): ``x`` a bf16/fp16 map, as autocast's convolutions give, the module's tensors
-    float32, otherwise as :func:`usable`. The module then computes in float32, as autocast does for the
-    operations it keeps in float32 (norms, softmax)."""
+    """Whether a call on ``x`` under CPU autocast takes the native path computing in float32: ``x`` a
+    bf16/fp16 map, as autocast's convolutions give, the module's tensors float32, otherwise as
+    :func:`usable`. The module computes in float32, as autocast does for the operations it keeps in
+    float32 (norms, softmax). A bf16 map is read and written as it is by the ``_bf16`` kernels (its
+    values widened as they are loaded, the results rounded once to nearest even: bit for bit the float32
+    kernels on the map cast up, without the casts' passes); an fp16 map is cast up and the output back."""
     half = (torch.bfloat16, torch.float16)
     return torch.is_autocast_enabled("cpu") and _map_fits(x, half, others)
 
@@ -155,8 +169,10 @@ def _layout(x: Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last(x) else torch.contiguous_format
 
 
-def _kernel(name: str, layout: torch.memory_format) -> ctypes._CFuncPtr:
-    return getattr(_native_lib(), name + ("_cl" if layout == torch.channels_last else ""))
+def _kernel(name: str, layout: torch.memory_format, dtype: torch.dtype = torch.float32) -> ctypes._CFuncPtr:
+    """The pass ``name`` for maps of ``layout`` and ``dtype`` (float32 or bfloat16)."""
+    suffix = ("_cl" if layout == torch.channels_last else "") + ("_bf16" if dtype == torch.bfloat16 else "")
+    return getattr(_native_lib(), name + suffix)
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -188,14 +204,14 @@ class _Tape:
 def pool(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Eq. (1) with arg-max: ``f_avg``, ``f_max`` ``(B, C)`` and the first position of each max."""
     b, c, n = _sizes(x)
-    avg, mx = x.new_empty(b, c), x.new_empty(b, c)
+    avg, mx = torch.empty(b, c), torch.empty(b, c)  # float32, whatever the map's dtype
     arg = torch.empty(b, c, dtype=torch.int32)
     if channels_last(x):
-        _native_lib().ham_pool_cl(
+        _kernel("ham_pool", torch.channels_last, x.dtype)(
             x.data_ptr(), b, n, c, avg.data_ptr(), mx.data_ptr(), arg.data_ptr(), _threads()
         )
     else:
-        _native_lib().ham_pool(
+        _kernel("ham_pool", torch.contiguous_format, x.dtype)(
             x.data_ptr(), b * c, n, avg.data_ptr(), mx.data_ptr(), arg.data_ptr(), _threads()
         )
     return avg, mx, arg
@@ -205,9 +221,9 @@ def descriptors(x: Tensor, w1: Tensor, w2: Tensor, n1: int, n2: int) -> tuple[Te
     """Eq. (7): ``d1``, ``d2`` ``(B, 2, *S)`` and the arg-max channels ``i1``, ``i2`` ``(B, N)``."""
     b, c, n = _sizes(x)
     w1, w2 = w1.contiguous(), w2.contiguous()
-    d1, d2 = x.new_empty(b, 2, *x.shape[2:]), x.new_empty(b, 2, *x.shape[2:])
+    d1, d2 = torch.empty(b, 2, *x.shape[2:]), torch.empty(b, 2, *x.shape[2:])  # float32
     i1, i2 = torch.empty(b, n, dtype=torch.int32), torch.empty(b, n, dtype=torch.int32)
-    _kernel("ham_descriptors", _layout(x))(
+    _kernel("ham_descriptors", _layout(x), x.dtype)(
         *(x.data_ptr(), w1.data_ptr(), w2.data_ptr()), b, c, n, n1, n2,
         *(d1.data_ptr(), d2.data_ptr(), i1.data_ptr(), i2.data_ptr()), _threads(),
     )  # fmt: skip
@@ -218,8 +234,8 @@ def recombine(x: Tensor, w1: Tensor, w2: Tensor, a: Tensor) -> Tensor:
     """Eq. (10): ``x · (w1 ⊗ a1 + w2 ⊗ a2)`` with ``a`` ``(B, 2, *S)`` = [a1; a2]."""
     b, c, n = _sizes(x)
     w1, w2, a = w1.contiguous(), w2.contiguous(), a.contiguous()
-    out = torch.empty_like(x)  # in x's layout
-    _kernel("ham_recombine", _layout(x))(
+    out = torch.empty_like(x)  # in x's layout and dtype
+    _kernel("ham_recombine", _layout(x), x.dtype)(
         x.data_ptr(), w1.data_ptr(), w2.data_ptr(), a.data_ptr(), b, c, n, out.data_ptr(), _threads()
     )
     return out
@@ -242,9 +258,9 @@ def evaluate(
     channel_weight, spatial_weight = channel_weight.contiguous(), spatial_weight.contiguous()
     out, flags = torch.empty_like(x), torch.empty(b, dtype=torch.int32)
     threads = _threads()
-    scratch = x.new_empty(threads * _native_lib().ham_eval_scratch(c, h, w, k))
+    scratch = torch.empty(threads * _native_lib().ham_eval_scratch(c, h, w, k))  # float32
     alpha, beta = mix if mix is not None else (0.0, 0.0)
-    _native_lib().ham_eval(
+    _kernel("ham_eval", torch.contiguous_format, x.dtype)(  # one kernel for both layouts
         x.data_ptr(), b, c, h, w, channels_last(x), channel_weight.data_ptr(), channel_weight.numel(),
         alpha, beta, mix is not None, n1, spatial_weight.data_ptr(), k, norm.data_ptr(),
         *(out.data_ptr(), flags.data_ptr(), scratch.data_ptr()), threads,
@@ -257,7 +273,7 @@ class _Pool(torch.autograd.Function):
     def forward(ctx: FunctionCtx, x: Tensor, tape: _Tape) -> tuple[Tensor, Tensor, Tensor]:
         avg, mx, tape.arg = pool(x)
         ctx.tape = tape
-        ctx.shape, ctx.layout = x.shape, _layout(x)
+        ctx.shape, ctx.layout, ctx.dtype = x.shape, _layout(x), x.dtype
         return avg, mx, x.new_empty(0)  # the token
 
     @staticmethod
@@ -271,12 +287,15 @@ class _Pool(torch.autograd.Function):
         g_avg, g_max = g_avg.contiguous(), g_max.contiguous()
         gd1, gd2 = tape.grad_d if tape.grad_d is not None else (None, None)
         i1, i2 = tape.idx
-        grad_x = torch.empty(ctx.shape, memory_format=ctx.layout)
-        _kernel("ham_input_backward", ctx.layout)(
+        grad_x = torch.empty(ctx.shape, dtype=ctx.dtype, memory_format=ctx.layout)
+        threads = _threads()
+        # A bf16 gradient is summed per sample in float32 scratch and rounded once (ham_map.h).
+        scratch = torch.empty(threads * c * n) if ctx.dtype == torch.bfloat16 else None
+        _kernel("ham_input_backward", ctx.layout, ctx.dtype)(
             *(_ptr(tape.grad_out), tape.w1.data_ptr(), tape.w2.data_ptr(), tape.a.data_ptr()),
             *(_ptr(gd1), _ptr(gd2), i1.data_ptr(), i2.data_ptr(), *map(float, tape.sizes)),
             *(g_avg.data_ptr(), g_max.data_ptr(), tape.arg.data_ptr()), b, c, n,
-            grad_x.data_ptr(), _threads(),
+            grad_x.data_ptr(), _ptr(scratch), threads,
         )  # fmt: skip
         tape.grad_out = tape.grad_d = None  # freed now; a second backward (retain_graph) sets them again
         return grad_x, None
@@ -307,9 +326,9 @@ class _Descriptors(torch.autograd.Function):
         tape = ctx.tape
         b, c, n = _sizes(x)
         gd1, gd2 = gd1.contiguous(), gd2.contiguous()
-        gw1, gw2 = x.new_empty(b, c), x.new_empty(b, c)
+        gw1, gw2 = torch.empty(b, c), torch.empty(b, c)  # float32, as w1 and w2
         i1, i2 = tape.idx
-        _kernel("ham_descriptors_backward", _layout(x))(
+        _kernel("ham_descriptors_backward", _layout(x), x.dtype)(
             *(x.data_ptr(), gd1.data_ptr(), gd2.data_ptr(), i1.data_ptr(), i2.data_ptr()), b, c, n,
             *map(float, tape.sizes), gw1.data_ptr(), gw2.data_ptr(), _threads(),
         )  # fmt: skip
@@ -333,65 +352,14 @@ class _Recombine(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         tape = ctx.tape
         b, c, n = _sizes(x)
-        grad = grad.contiguous(memory_format=_layout(x))
-        gw1, gw2, ga = x.new_empty(b, c), x.new_empty(b, c), torch.empty_like(tape.a)
-        _kernel("ham_recombine_backward", _layout(x))(
+        grad = grad.to(x.dtype).contiguous(memory_format=_layout(x))  # a copy only where it differs
+        gw1, gw2, ga = torch.empty(b, c), torch.empty(b, c), torch.empty_like(tape.a)  # float32
+        _kernel("ham_recombine_backward", _layout(x), x.dtype)(
             *(grad.data_ptr(), x.data_ptr(), tape.w1.data_ptr(), tape.w2.data_ptr(), tape.a.data_ptr()),
             b, c, n, gw1.data_ptr(), gw2.data_ptr(), ga.data_ptr(), _threads(),
         )  # fmt: skip
         tape.grad_out = grad
         return None, gw1, gw2, ga, x.new_zeros(0), None
-
-
-class _SpatialConv(torch.autograd.Function):
-    """Eq. (8) for 2-D maps: the shared 2→1-channel ``k×k`` conv (zero padding ``k//2``, no bias) of
-    both groups' descriptors, ``(B, 2, H, W)`` each, into ``(2, B, H, W)`` (group, sample). oneDNN runs
-    this shape at a few GFLOP/s (one output channel leaves nothing to vectorise over); the kernel
-    vectorises along the image rows instead."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, d1: Tensor, d2: Tensor, weight: Tensor) -> Tensor:
-        b, _, h, w = d1.shape
-        k = weight.shape[-1]
-        d1, d2, weight = d1.contiguous(), d2.contiguous(), weight.contiguous()
-        s = d1.new_empty(2, b, h, w)
-        threads = _threads()
-        scratch = d1.new_empty(threads * _library().ham_spatial_conv_scratch(h, w, k))
-        _library().ham_spatial_conv(
-            d1.data_ptr(),
-            d2.data_ptr(),
-            weight.data_ptr(),
-            b,
-            h,
-            w,
-            k,
-            s.data_ptr(),
-            scratch.data_ptr(),
-            threads,
-        )
-        ctx.save_for_backward(d1, d2, weight)
-        return s
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, gs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        d1, d2, weight = ctx.saved_tensors
-        b, _, h, w = d1.shape
-        k = weight.shape[-1]
-        gs = gs.contiguous()
-        gd1, gd2, gweight = torch.empty_like(d1), torch.empty_like(d2), torch.empty_like(weight)
-        threads = _threads()
-        scratch = d1.new_empty(threads * _native_lib().ham_spatial_conv_scratch(h, w, k))
-        _native_lib().ham_spatial_conv_backward(
-            *(d1.data_ptr(), d2.data_ptr(), weight.data_ptr(), gs.data_ptr()), b, h, w, k,
-            *(gd1.data_ptr(), gd2.data_ptr(), gweight.data_ptr(), scratch.data_ptr()), threads,
-        )  # fmt: skip
-        return gd1, gd2, gweight
-
-
-def spatial_conv(d1: Tensor, d2: Tensor, weight: Tensor) -> Tensor:
-    """The shared spatial conv of both groups (:class:`_SpatialConv`), ``(2, B, H, W)``."""
-    return _SpatialConv.apply(d1, d2, weight)
 
 
 def pool_with_autograd(x: Tensor, sizes: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, _Tape]:

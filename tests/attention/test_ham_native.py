@@ -240,32 +240,6 @@ def test_native_kernels_can_be_switched_off_for_a_block():
             pass
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_under_cpu_autocast_ham_runs_natively_in_float32(training):
-    """Autocast's convolutions hand HAM a bf16 map: HAM computes in float32 on the native path and
-    returns bf16 — exactly the float32 module on the map cast up, rounded once."""
-    torch.manual_seed(0)
-    m = randomize(plugattn.HAM(16)).train(training)
-    x = torch.randn(3, 16, 9, 9).bfloat16().requires_grad_()
-    state = {k: v.clone() for k, v in m.state_dict().items()}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not ham_fast.usable(x, *m.parameters())
-        assert ham_fast.usable_in_float32(x, *m.parameters())
-        y = m(x)
-    assert y.dtype == torch.bfloat16
-    y.float().sum().backward()
-    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
-    m.load_state_dict(state)
-    x32 = x.detach().float().requires_grad_()
-    expected = m(x32)
-    torch.testing.assert_close(y.float(), expected.bfloat16().float(), rtol=0, atol=0)
-    expected.sum().backward()
-    torch.testing.assert_close(x.grad.float(), x32.grad.bfloat16().float(), rtol=0, atol=0)
-    # A bf16 module (not autocast) keeps the pure-torch path in bf16.
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not ham_fast.usable_in_float32(x, *m.bfloat16().parameters())
-
-
 def test_the_channel_conv_as_shifted_sums_is_the_conv():
     from plugattn.attention.ham import _shifted_sum
 
