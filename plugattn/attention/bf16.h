@@ -22,4 +22,16 @@ static inline uint16_t bf16_round(float f) {
     return (uint16_t)(f != f ? quiet : rounded);
 }
 
+/* The lanes of a float32 vector. A kernel written once for float32 and bf16 maps gives its reductions
+ * over the map this many partial sums (`omp simd simdlen(LANES)`) for either element type (left to
+ * itself GCC gives a bf16 loop twice as many), so that a bf16 map sums in the float32 kernel's order and
+ * gives its results bit for bit. */
+#if defined(__AVX512F__)
+#define LANES 16
+#elif defined(__AVX__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
+
 #endif

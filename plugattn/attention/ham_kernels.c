@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "bf16.h" /* bf16_load, bf16_round: the bf16 maps of ham_map.h */
+#include "bf16.h" /* bf16_load, bf16_round, LANES: the bf16 maps of ham_map.h */
 #include "vexp.h"
 
 /* Whole 512-bit vectors where the CPU has them: gcc's -march=native keeps to 256 bits on many AVX-512
@@ -251,22 +251,11 @@ static int eval_channel(float *avg, float *mx, int64_t c, const float *cw, int64
  * The descriptors, maps and their gradients keep the planar layouts ((B, 2, N), (B, N)) either way;
  * only the map-sized tensors x, g, out and gx take the map's layout and element type. */
 
-/* The lanes of a float32 vector: the reductions over the map take this many partial sums for either
- * element type (left to itself GCC would give a bf16 loop twice as many), so that a bf16 map sums in the
- * float32 kernels' order and gives their results bit for bit. */
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX__)
-#define LANES 8
-#else
-#define LANES 4
-#endif
-
 #define MAP float
 #define LD(v) (v)
 #define ST(f) (f)
 #define NAME(name) name
-#define SAMPLE_GRADIENT(gx, scratch, offset, size) ((gx) + (offset))
+#define SAMPLE_GRADIENT(gx, scratch, offset, size) ((void)(scratch), (gx) + (offset))
 #define STORE_SAMPLE_GRADIENT(dst, sum, size) ((void)0)
 #include "ham_map.h"
 #undef MAP

@@ -8,8 +8,10 @@ pooling's into ``a_h`` and ``a_w``, and the whole input gradient in one pass. SM
 convs run as one C loop (:func:`depthwise_conv1d`) and PCSA's q, k, v (depthwise 1×1 convs) as
 per-channel multiplies by their weights, so forward hooks on those five convs fire on the pure-torch path
 only; the other small parts (GroupNorms, gates, PCSA's attention across channels) stay the module's own
-torch layers, with autograd and hooks as usual. Under CPU autocast the module takes this path in
-float32 (the bf16 map cast up, the output cast back), as HAM does.
+torch layers, with autograd and hooks as usual. Under CPU autocast the module takes this path computing
+in float32, as HAM does: a bf16 map is read and written as it is by the ``_bf16`` kernels
+(``scsa_map.h``; bit for bit the float32 kernels on the map cast up, without the casts' passes), the
+gates, pooled map and sums staying float32; an fp16 map is cast up and the output back.
 
 The channels-last kernels run over the channels in their inner loops; they take the gates transposed,
 ``(B, n, C)``, and give the pooled map in channels-last.
@@ -48,7 +50,7 @@ __all__ = [
 
 SOURCE = Path(__file__).with_name("scsa_kernels.c")
 _I, _P, _F, _T = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
-_SIGNATURES = {
+_MAP_PASSES = {
     "scsa_means": ((_P, _I, _I, _I, _P, _P, _T), None),
     "scsa_window_pool": ((_P, _P, _P, _I, _I, _I, _I, _I, _P, _T), None),
     "scsa_output": ((_P, _P, _P, _P, _I, _I, _I, _P, _T), None),
@@ -62,9 +64,15 @@ _SIGNATURES = {
     "scsa_output_backward_cl": ((_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
     "scsa_window_pool_backward_cl": ((_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P, _P, _T), None),
     "scsa_input_backward_cl": ((_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P, _T), None),
+    "scsa_eval": ((_P, _I, _I, _I, _I, _T, _P, _I, _P, _I, _I, _I, _F, _P, _P, _P, _T), None),
+}
+# The passes over the map exist for float32 maps and, with the same arguments, for bfloat16 maps (the
+# names ending in _bf16, scsa_map.h); the others take float32 only.
+_SIGNATURES = {
+    **_MAP_PASSES,
+    **{name + "_bf16": signature for name, signature in _MAP_PASSES.items()},
     "scsa_dwconv": ((_P, _P, _P, _I, _I, _I, _I, _P, _T), None),
     "scsa_dwconv_backward": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
-    "scsa_eval": ((_P, _I, _I, _I, _I, _T, _P, _I, _P, _I, _I, _I, _F, _P, _P, _P, _T), None),
     "scsa_eval_scratch": ((_I, _I, _I, _I, _I), _I),
     "scsa_eval_pack": ((_P, _P, _I, _I, _P), None),
 }
@@ -100,14 +108,16 @@ def usable(x: Tensor, *others: Tensor) -> bool:
 
 
 def usable_in_float32(x: Tensor, *others: Tensor) -> bool:
-    """Whether a call on ``x`` under CPU autocast takes the native path in float32 (``x`` cast up, the
-    output cast back), as :func:`plugattn.attention.ham_fast.usable_in_float32` says for HAM."""
+    """Whether a call on ``x`` under CPU autocast takes the native path computing in float32 (a bf16 map
+    read and written as it is, an fp16 map cast up), as :func:`plugattn.attention.ham_fast.usable_in_float32`
+    says for HAM."""
     return x.dim() == 4 and ham_fast.usable_in_float32(x, *others) and available()
 
 
 def _kernel(name: str, x: Tensor) -> ctypes._CFuncPtr:
-    """The kernel for ``x``'s layout (``name_cl`` for channels-last)."""
-    return getattr(_library(), name + ("_cl" if ham_fast.channels_last(x) else ""))
+    """The kernel for the map ``x``'s layout (``name_cl`` for channels-last) and dtype (``…_bf16``)."""
+    suffix = ("_cl" if ham_fast.channels_last(x) else "") + ("_bf16" if x.dtype == torch.bfloat16 else "")
+    return getattr(_library(), name + suffix)
 
 
 def _dims(x: Tensor) -> tuple[int, ...]:
@@ -117,8 +127,8 @@ def _dims(x: Tensor) -> tuple[int, ...]:
 
 
 def _empty(x: Tensor, *shape: int) -> Tensor:
-    """A new map of ``shape`` in ``x``'s layout."""
-    return torch.empty(shape, dtype=x.dtype, memory_format=ham_fast._layout(x))
+    """A new float32 map of ``shape`` in ``x``'s layout (the pooled map: float32 for a bf16 ``x`` too)."""
+    return torch.empty(shape, memory_format=ham_fast._layout(x))
 
 
 def _gate(x: Tensor, a: Tensor) -> Tensor:
@@ -136,7 +146,7 @@ def _ungate(x: Tensor, a: Tensor) -> Tensor:
 def _sequence(x: Tensor, n: int) -> Tensor:
     """A new ``(B, C, n)`` sequence in the kernels' layout for ``x`` (see :func:`_gate`)."""
     b, c = x.shape[:2]
-    return x.new_empty(b, n, c) if ham_fast.channels_last(x) else x.new_empty(b, c, n)
+    return torch.empty(b, n, c) if ham_fast.channels_last(x) else torch.empty(b, c, n)  # float32
 
 
 def means(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,9 +186,9 @@ def _output(x: Tensor, a_h: Tensor, a_w: Tensor, a_c: Tensor) -> Tensor:
     return out
 
 
-def _like(x: Tensor, grad: Tensor) -> Tensor:
-    """A gradient in ``x``'s layout, as the kernels read it."""
-    return grad.contiguous(memory_format=ham_fast._layout(x))
+def _like(x: Tensor, grad: Tensor, dtype: torch.dtype) -> Tensor:
+    """A gradient in ``x``'s layout and ``dtype``, as the kernels read it (a copy only where it differs)."""
+    return grad.to(dtype).contiguous(memory_format=ham_fast._layout(x))
 
 
 class _Tape:
@@ -194,14 +204,14 @@ class _Tape:
 class _Means(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, tape: _Tape) -> tuple[Tensor, Tensor, Tensor]:
-        ctx.tape, ctx.shape, ctx.layout = tape, x.shape, ham_fast._layout(x)
+        ctx.tape, ctx.shape, ctx.layout, ctx.dtype = tape, x.shape, ham_fast._layout(x), x.dtype
         return (*means(x), x.new_empty(0))
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, g_h: Tensor, g_w: Tensor, _token: Tensor) -> tuple[Tensor, None]:
         tape = ctx.tape
-        grad_x = torch.empty(ctx.shape, dtype=g_h.dtype, memory_format=ctx.layout)
+        grad_x = torch.empty(ctx.shape, dtype=ctx.dtype, memory_format=ctx.layout)
         g_h, g_w = _gate(grad_x, g_h), _gate(grad_x, g_w)
         _kernel("scsa_input_backward", grad_x)(
             *(ham_fast._ptr(tape.grad_out), *(a.data_ptr() for a in tape.gates)),
@@ -223,7 +233,7 @@ class _WindowPool(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, a_h, a_w = ctx.saved_tensors
-        a_h, a_w, grad = _gate(x, a_h), _gate(x, a_w), _like(x, grad)
+        a_h, a_w, grad = _gate(x, a_h), _gate(x, a_w), _like(x, grad, torch.float32)  # ∂L/∂y: float32
         g_h, g_w = torch.empty_like(a_h), torch.empty_like(a_w)
         _kernel("scsa_window_pool_backward", x)(
             *(x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), grad.data_ptr()), *_dims(x), *ctx.tape.window,
@@ -249,7 +259,7 @@ class _Output(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
         a_h, a_w, a_c = ctx.tape.gates
-        grad = _like(x, grad)
+        grad = _like(x, grad, x.dtype)
         g_h, g_w, g_c = torch.empty_like(a_h), torch.empty_like(a_w), torch.empty_like(a_c)
         _kernel("scsa_output_backward", x)(
             *(grad.data_ptr(), x.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), a_c.data_ptr()), *_dims(x),
@@ -326,9 +336,10 @@ def evaluate(
     b, c, h, w = x.shape
     out, flags = torch.empty_like(x), torch.empty(b, dtype=torch.int32)
     threads = torch.get_num_threads()
-    scratch = x.new_empty(threads * _library().scsa_eval_scratch(c, h, w, *window))
+    scratch = torch.empty(threads * _library().scsa_eval_scratch(c, h, w, *window))  # float32
     eps_t = torch.tensor(eps, dtype=torch.float32)
-    _library().scsa_eval(
+    kernel = "scsa_eval_bf16" if x.dtype == torch.bfloat16 else "scsa_eval"  # one for both layouts
+    getattr(_library(), kernel)(
         x.data_ptr(), b, c, h, w, ham_fast.channels_last(x), params.data_ptr(), kernel_size, eps_t.data_ptr(),
         *window, heads, scale, out.data_ptr(), flags.data_ptr(), scratch.data_ptr(), threads,
     )  # fmt: skip

@@ -125,33 +125,6 @@ def test_everything_else_takes_the_pure_torch_path(case, monkeypatch):
     assert m(inp).shape == inp.shape
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_under_cpu_autocast_the_module_computes_in_float32_natively(layout, monkeypatch):
-    """A bf16 map from autocast's convolutions: the output is the float32 module's on the same values,
-    rounded once to bf16, and the gradient reaches the bf16 input and the float32 parameters."""
-    torch.manual_seed(0)
-    m = randomize(plugattn.SCSA(16)).train()
-    x = torch.randn(3, 16, 12, 10).bfloat16().contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
-    calls = []
-    real = scsa_fast.output_with_autograd
-    monkeypatch.setattr(scsa_fast, "output_with_autograd", lambda *a: calls.append(1) or real(*a))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = m(x)
-    assert calls == [1] and y.dtype == torch.bfloat16
-    x32 = x.detach().float().requires_grad_()
-    y32 = m(x32)
-    torch.testing.assert_close(y, y32.bfloat16(), rtol=0, atol=0)
-    probe = torch.randn(y.shape).bfloat16().float()  # exact in bf16, as ∂L/∂y reaches the bf16 output
-    (y.float() * probe).sum().backward()
-    gp = {n: p.grad.clone() for n, p in m.named_parameters()}
-    m.zero_grad()
-    (y32 * probe).sum().backward()
-    assert x.grad.dtype == torch.bfloat16
-    torch.testing.assert_close(x.grad, x32.grad.bfloat16())
-    for name, p in m.named_parameters():
-        torch.testing.assert_close(gp[name], p.grad, msg=name)
-
-
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("length,k", [(28, 9), (7, 3), (3, 9), (1, 5), (16, 1)])
 def test_the_depthwise_conv_kernel_equals_torchs_conv1d(length, k, bias):
