@@ -63,6 +63,8 @@ void scsa_dwconv(const float *s, const float *wt, const float *bias, int64_t b, 
 
 /* Its backward: gs[n, j, i] = sum_t wt[j, t] · g[n, j, i - t + p]; gwt[j, t] = sum_n,i g[n, j, i] ·
  * s[n, j, i + t - p]; gbias[j] = sum_n,i g[n, j, i] (gbias may be NULL). */
+#define QT 128 /* positions per tile of the weight gradient's per-position sums */
+
 void scsa_dwconv_backward(const float *g, const float *s, const float *wt, int64_t b, int64_t c, int64_t l,
                           int64_t k, float *gs, float *gwt, float *gbias, int threads) {
     const int64_t p = (k - 1) / 2;
@@ -74,27 +76,44 @@ void scsa_dwconv_backward(const float *g, const float *s, const float *wt, int64
         memset(o, 0, (size_t)l * sizeof(float));
         shifted_sum(grow, kern, l, k, -1, o);
     }
+    /* The weight and bias gradients: the rows are short (L = H + W plus the gap), so a reduction per sample
+     * and tap would cost more than its products. Per channel and tile of QT positions, each tap's products
+     * are summed over the samples position by position (vector adds), then over the positions once. */
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t j = 0; j < c; ++j) {
-        float acc[k];
-        memset(acc, 0, (size_t)k * sizeof(float));
-        float total = 0.f;
-        for (int64_t n = 0; n < b; ++n) {
-            const float *restrict grow = g + (n * c + j) * l, *restrict row = s + (n * c + j) * l;
+        float part[k * QT], ones[QT];
+        double acc_t[k], total = 0.0;
+        memset(acc_t, 0, (size_t)k * sizeof(double));
+        for (int64_t q0 = 0; q0 < l; q0 += QT) {
+            const int64_t q1 = l - q0 < QT ? l : q0 + QT;
+            memset(part, 0, sizeof part);
+            memset(ones, 0, sizeof ones);
+            for (int64_t n = 0; n < b; ++n) {
+                const float *restrict grow = g + (n * c + j) * l, *restrict row = s + (n * c + j) * l;
+                for (int64_t t = 0; t < k; ++t) {
+                    const int64_t shift = t - p, lo0 = shift < 0 ? -shift : 0, hi0 = shift > 0 ? l - shift : l;
+                    const int64_t lo = lo0 > q0 ? lo0 : q0, hi = hi0 < q1 ? hi0 : q1;
+                    float *restrict acc = part + t * QT - q0;
+#pragma omp simd
+                    for (int64_t q = lo; q < hi; ++q) acc[q] += grow[q] * row[q + shift];
+                }
+                float *restrict sums = ones - q0;
+#pragma omp simd
+                for (int64_t q = q0; q < q1; ++q) sums[q] += grow[q];
+            }
             for (int64_t t = 0; t < k; ++t) {
-                const int64_t shift = t - p, lo = shift < 0 ? -shift : 0, hi = shift > 0 ? l - shift : l;
                 float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-                for (int64_t q = lo; q < hi; ++q) sum += grow[q] * row[q + shift];
-                acc[t] += sum;
+                for (int64_t q = 0; q < QT; ++q) sum += part[t * QT + q];
+                acc_t[t] += sum;
             }
             float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-            for (int64_t q = 0; q < l; ++q) sum += grow[q];
+            for (int64_t q = 0; q < QT; ++q) sum += ones[q];
             total += sum;
         }
-        for (int64_t t = 0; t < k; ++t) gwt[j * k + t] = acc[t];
-        if (gbias) gbias[j] = total;
+        for (int64_t t = 0; t < k; ++t) gwt[j * k + t] = (float)acc_t[t];
+        if (gbias) gbias[j] = (float)total;
     }
 }
 
