@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from plugattn._checks import check_float, check_int
 from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
-from plugattn.attention import ham_conv, ham_fast, ham_passes
+from plugattn.attention import ham_fast, ham_passes, ham_spatial
 from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -140,7 +140,10 @@ class HAMSpatial(nn.Module):
             and weight.shape[-1] == weight.shape[-2]
             and ham_fast.usable(d_important, d_subimportant, weight)
         ):
-            s_im, s_sub = ham_conv.spatial_conv(d_important, d_subimportant, weight).unbind(0)  # C conv
+            s = ham_spatial.spatial_conv(d_important, d_subimportant, weight)  # (2, B, H, W), C conv
+            if self._fuses_gates(s):
+                return ham_spatial.gates(s, (self.norm_important, self.norm_subimportant))  # one C pass
+            s_im, s_sub = s.unbind(0)
             return self._gates(s_im, s_sub)
         # One conv call for both groups (the conv is shared): stack the groups along the batch.
         d = torch.cat((d_important, d_subimportant), dim=0)  # (2B, 2, *S)
@@ -154,6 +157,29 @@ class HAMSpatial(nn.Module):
         # ("1 < s0"); these views have plain contiguous strides. No copy in eager mode.
         s_im, s_sub = s.reshape(2, b, *s.shape[2:]).unbind(0)  # (B, *S) each
         return self._gates(s_im, s_sub)
+
+    def _fuses_gates(self, s: torch.Tensor) -> bool:
+        """Whether step (9) on the native conv's output ``s`` ``(2, B, H, W)`` can run as one C pass
+        (:func:`ham_spatial.gates`): both norms exactly ``nn.BatchNorm2d`` of one feature with float32 CPU
+        tensors, in the same mode and with the same eps, the gate exactly ``nn.Sigmoid``, no hook on any
+        of them (each would have to see its call), and more than one value per group in training (where
+        ``nn.BatchNorm2d`` raises)."""
+        norms = (self.norm_important, self.norm_subimportant)
+        if not all(type(n) is nn.BatchNorm2d and n.num_features == 1 for n in norms):
+            return False
+        tensors = [
+            t for n in norms for t in (n.weight, n.bias, n.running_mean, n.running_var) if t is not None
+        ]
+        batch_stats = [n.training or n.running_mean is None for n in norms]
+        return (
+            type(self.gate) is nn.Sigmoid
+            and all(t is None or ham_fast.plain(t) for t in tensors)
+            and batch_stats[0] == batch_stats[1]
+            and norms[0].eps == norms[1].eps
+            and (not batch_stats[0] or s[0].numel() > 1)
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in (*norms, self.gate))
+            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        )
 
     def _gates(self, s_im: torch.Tensor, s_sub: torch.Tensor) -> torch.Tensor:
         """Step (9) from the conv's output of each group ``(B, *S)``: both maps as ``(B, 2, *S)``."""

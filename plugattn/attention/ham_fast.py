@@ -83,6 +83,8 @@ _SIGNATURES = {
     "ham_spatial_conv": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, ctypes.c_int), None),
     "ham_spatial_conv_backward": ((_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_int), None),
     "ham_eval_scratch": ((_I, _I, _I, _I), _I),
+    "ham_gates": ((_P, _I, _I, _P, _F, _C, _P, _P, _C), None),
+    "ham_gates_backward": ((_P, _P, _P, _I, _I, _P, _C, _P, _P, _P, _C), None),
 }
 _ENABLED = [True]
 

@@ -179,6 +179,107 @@ void ham_spatial_conv_backward(const float *d1, const float *d2, const float *we
     }
 }
 
+/* Step (9) on the native training path, both groups at once: each group's BatchNorm (one feature), ReLU
+ * and the sigmoid, from the spatial conv's output s (2, B, N) (group, sample) into a (B, 2, N):
+ *   a[b, g, p] = σ(ReLU((s[g, b, p] − mean_g) · rstd_g · w_g + c_g))
+ * affine: w0, c0, w1, c1 (1 and 0 for a norm without affine parameters). With batch_stats the statistics
+ * are the batch's, computed here in double: stats = mean0, mean1, rstd0, rstd1, var0, var1 (biased
+ * variance, rstd = 1 / sqrt(var + eps)); without, stats holds the running mean and rstd on entry. The exp
+ * is exp_bounded's (σ is 1 in float32 beyond 87); a NaN stays NaN, as torch's ReLU and sigmoid keep it. */
+void ham_gates(const float *s, int64_t batch, int64_t n, const float *affine, float eps, int batch_stats,
+               float *stats, float *a, int threads) {
+    if (batch_stats) {
+        const double count = (double)(batch * n);
+        for (int64_t g = 0; g < 2; ++g) {
+            const float *sg = s + g * batch * n;
+            double total = 0.0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+            for (int64_t b = 0; b < batch; ++b) {
+                float part = 0.f;
+#pragma omp simd reduction(+ : part)
+                for (int64_t p = 0; p < n; ++p) part += sg[b * n + p];
+                total += part;
+            }
+            const double mean = total / count;
+            const float m = (float)mean;
+            double squares = 0.0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : squares)
+            for (int64_t b = 0; b < batch; ++b) {
+                float part = 0.f;
+#pragma omp simd reduction(+ : part)
+                for (int64_t p = 0; p < n; ++p) {
+                    const float d = sg[b * n + p] - m;
+                    part += d * d;
+                }
+                squares += part;
+            }
+            const double var = squares / count;
+            stats[g] = m;
+            stats[2 + g] = (float)(1.0 / sqrt(var + (double)eps));
+            stats[4 + g] = (float)var;
+        }
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; ++b)
+        for (int64_t g = 0; g < 2; ++g) {
+            const float *restrict src = s + (g * batch + b) * n;
+            float *restrict dst = a + (b * 2 + g) * n;
+            const float scale = stats[2 + g] * affine[2 * g], shift = affine[2 * g + 1] - stats[g] * scale;
+            /* in loops of their own, as ham_eval's: with the clamp in the exp's loop GCC vectorises neither */
+#pragma omp simd
+            for (int64_t p = 0; p < n; ++p) { /* -min(ReLU(y), 87), NaN kept */
+                const float y = src[p] * scale + shift;
+                dst[p] = y > 87.f ? -87.f : (y > 0.f ? -y : (y != y ? y : 0.f));
+            }
+#pragma omp simd
+            for (int64_t p = 0; p < n; ++p) dst[p] = 1.f / (1.f + exp_bounded(dst[p]));
+        }
+}
+
+/* Its backward, with x̂ = (s − mean) · rstd, y = x̂ · w + c and gy = ga · a (1 − a) · [y > 0]:
+ *   gw = Σ gy x̂,  gc = Σ gy  (over the batch and positions, per group),
+ *   gs = w · rstd · (gy − (Σ gy + x̂ Σ gy x̂) / (B·N))  with batch statistics,  w · rstd · gy  without.
+ * stats as ham_gates left them; grad_affine: gw0, gc0, gw1, gc1 (overwritten). */
+void ham_gates_backward(const float *s, const float *a, const float *ga, int64_t batch, int64_t n,
+                        const float *affine, int batch_stats, const float *stats, float *gs, float *grad_affine,
+                        int threads) {
+    for (int64_t g = 0; g < 2; ++g) {
+        const float mean = stats[g], rstd = stats[2 + g], w = affine[2 * g], c = affine[2 * g + 1];
+        double sum_gy = 0.0, sum_gyx = 0.0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : sum_gy, sum_gyx)
+        for (int64_t b = 0; b < batch; ++b) {
+            const float *restrict src = s + (g * batch + b) * n, *restrict ab = a + (b * 2 + g) * n;
+            const float *restrict gb = ga + (b * 2 + g) * n;
+            float p1 = 0.f, p2 = 0.f;
+#pragma omp simd reduction(+ : p1, p2)
+            for (int64_t p = 0; p < n; ++p) {
+                const float xh = (src[p] - mean) * rstd, y = xh * w + c;
+                const float gy = y > 0.f ? gb[p] * ab[p] * (1.f - ab[p]) : 0.f;
+                p1 += gy;
+                p2 += gy * xh;
+            }
+            sum_gy += p1;
+            sum_gyx += p2;
+        }
+        grad_affine[2 * g] = (float)sum_gyx;
+        grad_affine[2 * g + 1] = (float)sum_gy;
+        const float inv = batch_stats ? (float)(1.0 / (double)(batch * n)) : 0.f;
+        const float mean_gy = (float)sum_gy * inv, mean_gyx = (float)sum_gyx * inv, k = w * rstd;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t b = 0; b < batch; ++b) {
+            const float *restrict src = s + (g * batch + b) * n, *restrict ab = a + (b * 2 + g) * n;
+            const float *restrict gb = ga + (b * 2 + g) * n;
+            float *restrict out = gs + (g * batch + b) * n;
+#pragma omp simd
+            for (int64_t p = 0; p < n; ++p) {
+                const float xh = (src[p] - mean) * rstd, y = xh * w + c;
+                const float gy = y > 0.f ? gb[p] * ab[p] * (1.f - ab[p]) : 0.f;
+                out[p] = k * (gy - mean_gy - xh * mean_gyx);
+            }
+        }
+    }
+}
+
 /* ---- The whole module in inference, one sample at a time (its map stays in cache between steps). ----
  * For eval-mode HAM (BatchNorm with running statistics: an affine map per group), each sample's steps
  * (1)-(10) run back to back, so the map is read from memory once and written once:
