@@ -15,7 +15,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "bf16.h" /* bf16_load, bf16_round, LANES: the bf16 maps of ham_map.h */
 #include "vexp.h"
 
 /* Whole 512-bit vectors where the CPU has them: gcc's -march=native keeps to 256 bits on many AVX-512
@@ -352,33 +351,10 @@ static int eval_channel(float *avg, float *mx, int64_t c, const float *cw, int64
  * The descriptors, maps and their gradients keep the planar layouts ((B, 2, N), (B, N)) either way;
  * only the map-sized tensors x, g, out and gx take the map's layout and element type. */
 
-#define MAP float
-#define LD(v) (v)
-#define ST(f) (f)
-#define NAME(name) name
-#define SAMPLE_GRADIENT(gx, scratch, offset, size) ((void)(scratch), (gx) + (offset))
-#define STORE_SAMPLE_GRADIENT(dst, sum, size) ((void)0)
+#include "map_float32.h"
 #include "ham_map.h"
-#undef MAP
-#undef LD
-#undef ST
-#undef NAME
-#undef SAMPLE_GRADIENT
-#undef STORE_SAMPLE_GRADIENT
+#include "map_end.h"
 
-#define MAP uint16_t
-#define LD(v) bf16_load(v)
-#define ST(f) bf16_round(f)
-#define NAME(name) name##_bf16
-#define SAMPLE_GRADIENT(gx, scratch, offset, size) ((scratch) + (int64_t)omp_get_thread_num() * (size))
-#define STORE_SAMPLE_GRADIENT(dst, sum, size)                                                          \
-    do {                                                                                               \
-        _Pragma("omp simd") for (int64_t i_ = 0; i_ < (size); ++i_)(dst)[i_] = bf16_round((sum)[i_]); \
-    } while (0)
+#include "map_bf16.h"
 #include "ham_map.h"
-#undef MAP
-#undef LD
-#undef ST
-#undef NAME
-#undef SAMPLE_GRADIENT
-#undef STORE_SAMPLE_GRADIENT
+#include "map_end.h"

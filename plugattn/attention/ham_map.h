@@ -6,10 +6,23 @@
  * maps and every sum) is float32, so a bf16 map gives bit for bit what the float32 kernels give on the
  * map cast to float32 with the results cast back, without those casts' passes over the map.
  *
- * The including file defines MAP, LD(v) (a MAP to float), ST(f) (a float to MAP), NAME(name) and, for
- * the input gradient, SAMPLE_GRADIENT(gx, scratch, offset, size): where one sample's float32 gradient is
- * summed (in gx itself for float32; in the thread's `size` floats of scratch for bf16, rounded once
- * at the end by STORE_SAMPLE_GRADIENT(dst, sum, size)). No include guard, on purpose. */
+ * Instantiated by map_float32.h or map_bf16.h (MAP, LD, ST, NAME; SUM_TARGET and STORE_SUM for the input
+ * gradient, whose samples are summed in float32 scratch before a bf16 map's values are rounded). No
+ * include guard, on purpose. */
+
+/* The sum and the maximum of a row's n values (the max as vmaxps, which passes a NaN by: the callers
+ * check the sum, which a NaN reaches). */
+static inline void NAME(row_sum_max)(const MAP *row, int64_t n, float *sum, float *max) {
+    float s = 0.f, m = LD(row[0]);
+#pragma omp simd simdlen(LANES) reduction(+ : s) reduction(max : m)
+    for (int64_t p = 0; p < n; ++p) {
+        const float v = LD(row[p]);
+        s += v;
+        m = v > m ? v : m;
+    }
+    *sum = s;
+    *max = m;
+}
 
 /* Channel pooling, paper Eq. (1): mean and max over the N positions of every (b, c) row, and the
  * first position of the max (max pooling's rule: the first of equal maxima, NaN wins). */
@@ -17,13 +30,8 @@ void NAME(ham_pool)(const MAP *x, int64_t rows, int64_t n, float *avg, float *mx
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
         const MAP *row = x + r * n;
-        float s = 0.f, m = LD(row[0]);
-#pragma omp simd simdlen(LANES) reduction(+ : s) reduction(max : m)
-        for (int64_t p = 0; p < n; ++p) {
-            const float v = LD(row[p]);
-            s += v;
-            m = v > m ? v : m;
-        }
+        float s, m;
+        NAME(row_sum_max)(row, n, &s, &m);
         int32_t at = 0;
         if (isnan(s)) { /* a NaN (or inf - inf) somewhere: find the first NaN as max pooling does */
             m = LD(row[0]);
@@ -181,7 +189,8 @@ void NAME(ham_input_backward)(const MAP *g, const float *w1, const float *w2, co
                         int64_t n, MAP *gx, float *scratch, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
-        float *ob = SAMPLE_GRADIENT(gx, scratch, b * c * n, c * n); /* the sample's gradient, (C, N) */
+        /* the sample's gradient (C, N), summed in gx itself or, for bf16, in the thread's scratch */
+        float *ob = SUM_TARGET(gx + b * c * n, scratch + (int64_t)omp_get_thread_num() * c * n);
         const int gd = gd1 != 0;
         const float *p1 = g ? a + b * 2 * n : 0, *p2 = g ? p1 + n : 0;
         const float *e1 = gd ? gd1 + b * 2 * n : 0, *f1 = gd ? e1 + n : 0;
@@ -217,7 +226,7 @@ void NAME(ham_input_backward)(const MAP *g, const float *w1, const float *w2, co
                 ob[(int64_t)k2[p] * n + p] += wb2[k2[p]] * f2[p];
             }
         }
-        STORE_SAMPLE_GRADIENT(gx + b * c * n, ob, c * n);
+        STORE_SUM(gx + b * c * n, ob, c * n);
     }
 }
 
@@ -374,7 +383,8 @@ void NAME(ham_input_backward_cl)(const MAP *g, const float *w1, const float *w2,
                            int64_t n, MAP *gx, float *scratch, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
-        float *ob = SAMPLE_GRADIENT(gx, scratch, b * n * c, n * c); /* the sample's gradient, (N, C) */
+        /* the sample's gradient (N, C), summed in gx itself or, for bf16, in the thread's scratch */
+        float *ob = SUM_TARGET(gx + b * n * c, scratch + (int64_t)omp_get_thread_num() * n * c);
         const float *u1 = w1 + b * c, *u2 = w2 + b * c;
         const float *p1 = g ? a + b * 2 * n : 0, *p2 = g ? p1 + n : 0;
         const float *e1 = gd1 ? gd1 + b * 2 * n : 0, *f1 = gd1 ? e1 + n : 0;
@@ -402,7 +412,7 @@ void NAME(ham_input_backward_cl)(const MAP *g, const float *w1, const float *w2,
         }
         if (gavg)
             for (int64_t ch = 0; ch < c; ++ch) ob[arg[b * c + ch] * c + ch] += gmax[b * c + ch];
-        STORE_SAMPLE_GRADIENT(gx + b * n * c, ob, n * c);
+        STORE_SUM(gx + b * n * c, ob, n * c);
     }
 }
 
@@ -423,16 +433,7 @@ static int NAME(eval_pool)(const MAP *xb, int64_t c, int64_t n, int cl, float *a
         }
     } else {
         for (int64_t ch = 0; ch < c; ++ch) {
-            const MAP *row = xb + ch * n;
-            float s = 0.f, m = LD(row[0]);
-#pragma omp simd simdlen(LANES) reduction(+ : s) reduction(max : m)
-            for (int64_t p = 0; p < n; ++p) {
-                const float v = LD(row[p]);
-                s += v;
-                m = v > m ? v : m;
-            }
-            avg[ch] = s;
-            mx[ch] = m;
+            NAME(row_sum_max)(xb + ch * n, n, avg + ch, mx + ch);
         }
     }
     int finite = 1;

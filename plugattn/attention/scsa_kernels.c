@@ -15,7 +15,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "bf16.h" /* bf16_load, bf16_round, LANES: the bf16 maps of scsa_map.h */
 #include "vexp.h"
 #include "pcsa_row.h" /* attention_row, for the inference kernel at the end */
 
@@ -265,33 +264,10 @@ static int all_finite(const float *v, int64_t n) {
 
 /* ---- The passes over the map and the inference kernel, for float32 and for bfloat16 maps (scsa_map.h). ---- */
 
-#define MAP float
-#define LD(v) (v)
-#define ST(f) (f)
-#define NAME(name) name
-#define GRADIENT_ROW(dst, buffer) ((void)(buffer), (dst))
-#define STORE_GRADIENT_ROW(dst, sum, size) ((void)0)
+#include "map_float32.h"
 #include "scsa_map.h"
-#undef MAP
-#undef LD
-#undef ST
-#undef NAME
-#undef GRADIENT_ROW
-#undef STORE_GRADIENT_ROW
+#include "map_end.h"
 
-#define MAP uint16_t
-#define LD(v) bf16_load(v)
-#define ST(f) bf16_round(f)
-#define NAME(name) name##_bf16
-#define GRADIENT_ROW(dst, buffer) (buffer)
-#define STORE_GRADIENT_ROW(dst, sum, size)                                                            \
-    do {                                                                                              \
-        _Pragma("omp simd") for (int64_t i_ = 0; i_ < (size); ++i_)(dst)[i_] = bf16_round((sum)[i_]); \
-    } while (0)
+#include "map_bf16.h"
 #include "scsa_map.h"
-#undef MAP
-#undef LD
-#undef ST
-#undef NAME
-#undef GRADIENT_ROW
-#undef STORE_GRADIENT_ROW
+#include "map_end.h"

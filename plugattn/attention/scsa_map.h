@@ -6,9 +6,9 @@
  * float32, and the reductions over the map take LANES partial sums for either type, so a bf16 map gives
  * bit for bit what the float32 kernels give on the map cast to float32, the results cast back.
  *
- * The including file defines MAP, LD(v), ST(f), NAME(name) and, for the input gradient, GRADIENT_ROW(dst,
- * buffer): where a row's (or a position's) float32 gradient is summed (dst itself for float32, the float
- * buffer for bf16, rounded once by STORE_GRADIENT_ROW(dst, sum, size)). No include guard, on purpose. */
+ * Instantiated by map_float32.h or map_bf16.h (MAP, LD, ST, NAME; SUM_TARGET and STORE_SUM for the input
+ * gradient, whose rows are summed in float32 before a bf16 map's values are rounded). No include guard,
+ * on purpose. */
 
 /* SMSA's pooling, Eq. (1), of one plane p (H × W): rh[h] = mean_w p[h, w], cw[w] = mean_h p[h, w]. */
 static void NAME(means_plane)(const MAP *p, int64_t h, int64_t w, float *rh, float *cw) {
@@ -157,11 +157,11 @@ void NAME(scsa_input_backward)(const MAP *g, const float *ah, const float *aw, c
         const float *restrict gw = aw + i * w;
         MAP *restrict o = gx + i * h * w;
         float col[w], re[w], rra[w]; /* col: the means' column term gxw[w] / H, the same in every row */
-        float row_sum[w];            /* a row's gradient in float32, for a bf16 map (GRADIENT_ROW) */
+        float row_sum[w] __attribute__((unused)); /* a bf16 map's row of gradient, summed in float32 */
         for (int64_t x0 = 0; x0 < w; ++x0) col[x0] = gxh ? gxw[i * w + x0] * rh : 0.f;
         for (int64_t y = 0; y < h; ++y) {
             const float t = ah[i * h + y], base = gxh ? gxh[i * h + y] * rw : 0.f;
-            float *restrict orow = GRADIENT_ROW(o + y * w, row_sum);
+            float *restrict orow = SUM_TARGET(o + y * w, row_sum);
             if (g) {
                 const MAP *restrict grow = g + i * h * w + y * w;
                 const float tc = t * ac[i];
@@ -176,7 +176,7 @@ void NAME(scsa_input_backward)(const MAP *g, const float *ah, const float *aw, c
 #pragma omp simd
                 for (int64_t x0 = 0; x0 < w; ++x0) orow[x0] += t * rra[x0];
             }
-            STORE_GRADIENT_ROW(o + y * w, orow, w);
+            STORE_SUM(o + y * w, orow, w);
         }
     }
 }
@@ -358,7 +358,7 @@ void NAME(scsa_input_backward_cl)(const MAP *g, const float *aht, const float *a
     const float inv = 1.f / (float)(kh * kw), rw = 1.f / (float)w, rh = 1.f / (float)h;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t n = 0; n < b; ++n) {
-        float t[c], base[c], position_sum[c]; /* position_sum: for a bf16 map (GRADIENT_ROW) */
+        float t[c], base[c], position_sum[c] __attribute__((unused)); /* position_sum: for a bf16 map */
         const float *restrict gc = ac + n * c;
         for (int64_t y = 0; y < h; ++y) {
             const float *restrict gh = aht + (n * h + y) * c;
@@ -370,7 +370,7 @@ void NAME(scsa_input_backward_cl)(const MAP *g, const float *aht, const float *a
             for (int64_t x0 = 0; x0 < w; ++x0) {
                 const int64_t at = ((n * h + y) * w + x0) * c;
                 const float *restrict gw = awt + (n * w + x0) * c;
-                float *restrict o = GRADIENT_ROW(gx + at, position_sum);
+                float *restrict o = SUM_TARGET(gx + at, position_sum);
                 if (gxht) {
                     const float *restrict col = gxwt + (n * w + x0) * c;
 #pragma omp simd
@@ -388,7 +388,7 @@ void NAME(scsa_input_backward_cl)(const MAP *g, const float *aht, const float *a
 #pragma omp simd
                     for (int64_t k = 0; k < c; ++k) o[k] += r[k] * inv * gh[k] * gw[k];
                 }
-                STORE_GRADIENT_ROW(gx + at, o, c);
+                STORE_SUM(gx + at, o, c);
             }
         }
     }
