@@ -209,7 +209,7 @@ class SCSA(nn.Module):
                 return self._forward_native(x, params)
             if scsa_fast.usable_in_float32(x, *params):  # CPU autocast: float32, natively
                 with torch.autocast("cpu", enabled=False):
-                    if x.dtype == torch.bfloat16:  # the passes read and write the bf16 map as it is
+                    if x.dtype == torch.bfloat16 and scsa_fast.reads_bf16(x):  # the bf16 map as it is
                         return self._forward_native(x, params)
                     return self._forward_native(x.float(), params).to(x.dtype)
         return self._pcsa(self._smsa(x))

@@ -44,7 +44,7 @@ static void NAME(window_pool_plane)(const MAP *p, const float *gh, const float *
         for (int64_t y = r * kh; y < (r + 1) * kh; ++y) {
             const MAP *restrict row = p + y * w;
             const float t = gh[y];
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
             for (int64_t x0 = 0; x0 < w; ++x0) acc[x0] += LD(row[x0]) * t;
         }
         for (int64_t j = 0; j < wo; ++j) {
@@ -70,7 +70,7 @@ static void NAME(output_plane)(const MAP *p, const float *gh, const float *restr
         const float t = gh[y] * ac;
         const MAP *restrict row = p + y * w;
         MAP *restrict orow = o + y * w;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
         for (int64_t x0 = 0; x0 < w; ++x0) orow[x0] = ST(LD(row[x0]) * t * gw[x0]);
     }
 }
@@ -165,15 +165,15 @@ void NAME(scsa_input_backward)(const MAP *g, const float *ah, const float *aw, c
             if (g) {
                 const MAP *restrict grow = g + i * h * w + y * w;
                 const float tc = t * ac[i];
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                 for (int64_t x0 = 0; x0 < w; ++x0) orow[x0] = LD(grow[x0]) * tc * gw[x0] + (base + col[x0]);
             } else {
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                 for (int64_t x0 = 0; x0 < w; ++x0) orow[x0] = base + col[x0];
             }
             if (gy && y < ho * kh) {
                 if (y % kh == 0) spread(gy + (i * ho + y / kh) * wo, gw, w, wo, kw, inv, re, rra);
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                 for (int64_t x0 = 0; x0 < w; ++x0) orow[x0] += t * rra[x0];
             }
             STORE_SUM(o + y * w, orow, w);
@@ -198,17 +198,17 @@ static void NAME(means_cl_sample)(const MAP *x, int64_t c, int64_t h, int64_t w,
         for (int64_t x0 = 0; x0 < w; ++x0) {
             const MAP *restrict p = x + (y * w + x0) * c;
             float *restrict q = cw + x0 * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
             for (int64_t k = 0; k < c; ++k) {
                 const float v = LD(p[k]);
                 r[k] += v;
                 q[k] += v;
             }
         }
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
         for (int64_t k = 0; k < c; ++k) r[k] *= rw;
     }
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
     for (int64_t k = 0; k < w * c; ++k) cw[k] *= rh;
 }
 
@@ -233,14 +233,14 @@ static void NAME(window_pool_cl_sample)(const MAP *x, const float *aht, const fl
                 for (int64_t x0 = j * kw; x0 < (j + 1) * kw; ++x0) {
                     const MAP *restrict p = x + (y * w + x0) * c;
                     const float *restrict gw = awt + x0 * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                     for (int64_t k = 0; k < c; ++k) row[k] += LD(p[k]) * gw[k];
                 }
                 const float *restrict gh = aht + y * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                 for (int64_t k = 0; k < c; ++k) o[k] += row[k] * gh[k];
             }
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
             for (int64_t k = 0; k < c; ++k) o[k] *= inv;
         }
 }
@@ -259,14 +259,14 @@ static void NAME(output_cl_sample)(const MAP *x, const float *aht, const float *
     float t[c];
     for (int64_t y = 0; y < h; ++y) {
         const float *restrict gh = aht + y * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
         for (int64_t k = 0; k < c; ++k) t[k] = gh[k] * gc[k];
         for (int64_t x0 = 0; x0 < w; ++x0) {
             const int64_t at = (y * w + x0) * c;
             const MAP *restrict p = x + at;
             const float *restrict gw = awt + x0 * c;
             MAP *restrict o = out + at;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
             for (int64_t k = 0; k < c; ++k) o[k] = ST(LD(p[k]) * t[k] * gw[k]);
         }
     }
@@ -299,7 +299,7 @@ void NAME(scsa_output_backward_cl)(const MAP *g, const MAP *x, const float *aht,
                 const MAP *restrict gp = g + at, *restrict p = x + at;
                 const float *restrict gw = awt + (n * w + x0) * c;
                 float *restrict q = ow + x0 * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                 for (int64_t k = 0; k < c; ++k) {
                     const float e = LD(gp[k]) * LD(p[k]);
                     s[k] += e * gw[k];
@@ -307,13 +307,13 @@ void NAME(scsa_output_backward_cl)(const MAP *g, const MAP *x, const float *aht,
                 }
             }
             float *restrict oh = gaht + (n * h + y) * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
             for (int64_t k = 0; k < c; ++k) {
                 oh[k] = s[k] * gc[k];
                 total[k] += s[k] * gh[k];
             }
         }
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
         for (int64_t q = 0; q < w * c; ++q) ow[q] *= gc[q % c];
     }
 }
@@ -338,7 +338,7 @@ void NAME(scsa_window_pool_backward_cl)(const MAP *x, const float *aht, const fl
                 const float *restrict gw = awt + (n * w + x0) * c;
                 const float *restrict r = gy + ((n * ho + y / kh) * wo + x0 / kw) * c;
                 float *restrict q = ow + x0 * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                 for (int64_t k = 0; k < c; ++k) {
                     const float v = LD(p[k]) * r[k] * inv;
                     oh[k] += v * gw[k];
@@ -362,7 +362,7 @@ void NAME(scsa_input_backward_cl)(const MAP *g, const float *aht, const float *a
         const float *restrict gc = ac + n * c;
         for (int64_t y = 0; y < h; ++y) {
             const float *restrict gh = aht + (n * h + y) * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
             for (int64_t k = 0; k < c; ++k) {
                 t[k] = gh[k] * gc[k];
                 base[k] = gxht ? gxht[(n * h + y) * c + k] * rw : 0.f;
@@ -373,19 +373,19 @@ void NAME(scsa_input_backward_cl)(const MAP *g, const float *aht, const float *a
                 float *restrict o = SUM_TARGET(gx + at, position_sum);
                 if (gxht) {
                     const float *restrict col = gxwt + (n * w + x0) * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                     for (int64_t k = 0; k < c; ++k) o[k] = base[k] + col[k] * rh;
                 } else {
                     memset(o, 0, (size_t)c * sizeof(float));
                 }
                 if (g) {
                     const MAP *restrict gp = g + at;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                     for (int64_t k = 0; k < c; ++k) o[k] += LD(gp[k]) * t[k] * gw[k];
                 }
                 if (gy && y < ho * kh && x0 < wo * kw) {
                     const float *restrict r = gy + ((n * ho + y / kh) * wo + x0 / kw) * c;
-#pragma omp simd
+#pragma omp simd simdlen(LANES)
                     for (int64_t k = 0; k < c; ++k) o[k] += r[k] * inv * gh[k] * gw[k];
                 }
                 STORE_SUM(gx + at, o, c);
