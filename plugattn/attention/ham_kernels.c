@@ -253,7 +253,7 @@ void ham_gates_backward(const float *s, const float *a, const float *ga, int64_t
 #pragma omp simd reduction(+ : p1, p2)
             for (int64_t p = 0; p < n; ++p) {
                 const float xh = (src[p] - mean) * rstd, y = xh * w + c;
-                const float gy = y > 0.f ? gb[p] * ab[p] * (1.f - ab[p]) : 0.f;
+                const float d = gb[p] * ab[p] * (1.f - ab[p]), gy = y > 0.f ? d : 0.f; /* loads not masked */
                 p1 += gy;
                 p2 += gy * xh;
             }
@@ -272,7 +272,7 @@ void ham_gates_backward(const float *s, const float *a, const float *ga, int64_t
 #pragma omp simd
             for (int64_t p = 0; p < n; ++p) {
                 const float xh = (src[p] - mean) * rstd, y = xh * w + c;
-                const float gy = y > 0.f ? gb[p] * ab[p] * (1.f - ab[p]) : 0.f;
+                const float d = gb[p] * ab[p] * (1.f - ab[p]), gy = y > 0.f ? d : 0.f; /* loads not masked */
                 out[p] = k * (gy - mean_gy - xh * mean_gyx);
             }
         }
