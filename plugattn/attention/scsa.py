@@ -186,16 +186,23 @@ class SCSA(nn.Module):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
-        for norm in (*(getattr(self, name) for name in self._axis_norms), self.norm):
+        for norm in self._norms():
             nn.init.ones_(norm.weight)
             nn.init.zeros_(norm.bias)
+
+    def _group_convs(self) -> list[nn.Module]:
+        """SMSA's four depthwise convs, smallest kernel group first (the state dict's order)."""
+        return [getattr(self, name) for name in _CONV_NAMES]
+
+    def _norms(self) -> list[nn.Module]:
+        """The axes' GroupNorms (``norm_h``, ``norm_w`` in 2-D), then PCSA's ``norm``."""
+        return [getattr(self, name) for name in self._axis_norms] + [self.norm]
 
     def _smsa_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The four group convs as one depthwise kernel ``(C, 1, k_max)`` and bias ``(C,)``."""
         k_max = max(self.group_kernel_sizes)
         weights, biases = [], []
-        for name in _CONV_NAMES:
-            conv = getattr(self, name)
+        for conv in self._group_convs():
             pad = (k_max - conv.kernel_size[0]) // 2
             weights.append(F.pad(conv.weight, (pad, pad)))  # (G, 1, k_max), centred
             biases.append(conv.bias)
@@ -237,8 +244,7 @@ class SCSA(nn.Module):
         """Whether a native inference call can run as :func:`scsa_fast.evaluate`: sigmoid gates, the
         submodules SCSA's own classes (the norms affine, with their group counts), no active dropout on
         the attention, and no hook on any part (each would have to see its call)."""
-        norms = [getattr(self, name) for name in self._axis_norms] + [self.norm]
-        convs = [getattr(self, name) for name in _CONV_NAMES]
+        norms, convs = self._norms(), self._group_convs()
         # The layers the steps would call (or stand in for): listed, not walked, to keep a batch-1 call
         # cheap.
         parts = [self.spatial, self.spatial.gate, self.channel, self.channel.gate, *convs, *norms]
@@ -258,9 +264,9 @@ class SCSA(nn.Module):
     def _forward_fused(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
         """Inference in one C pass per sample; the samples it leaves (means that are not finite) go
         through the steps one by one."""
-        convs = [getattr(self, name) for name in _CONV_NAMES]
+        convs = self._group_convs()
         tensors = [conv.weight for conv in convs] + [conv.bias for conv in convs]
-        for norm in (self.norm_h, self.norm_w, self.norm):
+        for norm in self._norms():  # norm_h, norm_w, norm: 2-D
             tensors += [norm.weight, norm.bias]
         for conv in (self.q, self.k, self.v):
             tensors += [conv.weight, conv.bias]
