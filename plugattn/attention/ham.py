@@ -173,7 +173,7 @@ class HAMSpatial(nn.Module):
         batch_stats = [n.training or n.running_mean is None for n in norms]
         return (
             type(self.gate) is nn.Sigmoid
-            and all(t is None or ham_fast.plain(t) for t in tensors)
+            and all(ham_fast.plain(t) for t in tensors)
             and batch_stats[0] == batch_stats[1]
             and norms[0].eps == norms[1].eps
             and (not batch_stats[0] or s[0].numel() > 1)

@@ -47,7 +47,17 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from plugattn import _native
 
-__all__ = ["available", "descriptors", "evaluate", "native_kernels", "pool", "recombine", "status", "usable"]
+__all__ = [
+    "available",
+    "descriptors",
+    "dtype_suffix",
+    "evaluate",
+    "native_kernels",
+    "pool",
+    "recombine",
+    "status",
+    "usable",
+]
 
 SOURCE = Path(__file__).with_name("ham_kernels.c")
 _F = ctypes.c_float
@@ -171,9 +181,15 @@ def _layout(x: Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last(x) else torch.contiguous_format
 
 
+def dtype_suffix(dtype: torch.dtype) -> str:
+    """The end of a map pass's name for maps of ``dtype``: ``"_bf16"`` for bfloat16, none for float32
+    (``ham_map.h``, ``scsa_map.h``)."""
+    return "_bf16" if dtype == torch.bfloat16 else ""
+
+
 def _kernel(name: str, layout: torch.memory_format, dtype: torch.dtype = torch.float32) -> ctypes._CFuncPtr:
     """The pass ``name`` for maps of ``layout`` and ``dtype`` (float32 or bfloat16)."""
-    suffix = ("_cl" if layout == torch.channels_last else "") + ("_bf16" if dtype == torch.bfloat16 else "")
+    suffix = ("_cl" if layout == torch.channels_last else "") + dtype_suffix(dtype)
     return getattr(_native_lib(), name + suffix)
 
 

@@ -127,7 +127,7 @@ def reads_bf16(x: Tensor) -> bool:
 
 def _kernel(name: str, x: Tensor) -> ctypes._CFuncPtr:
     """The kernel for the map ``x``'s layout (``name_cl`` for channels-last) and dtype (``…_bf16``)."""
-    suffix = ("_cl" if ham_fast.channels_last(x) else "") + ("_bf16" if x.dtype == torch.bfloat16 else "")
+    suffix = ("_cl" if ham_fast.channels_last(x) else "") + ham_fast.dtype_suffix(x.dtype)
     return getattr(_library(), name + suffix)
 
 
@@ -349,8 +349,7 @@ def evaluate(
     threads = torch.get_num_threads()
     scratch = torch.empty(threads * _library().scsa_eval_scratch(c, h, w, *window))  # float32
     eps_t = torch.tensor(eps, dtype=torch.float32)
-    kernel = "scsa_eval_bf16" if x.dtype == torch.bfloat16 else "scsa_eval"  # one for both layouts
-    getattr(_library(), kernel)(
+    getattr(_library(), "scsa_eval" + ham_fast.dtype_suffix(x.dtype))(  # one kernel for both layouts
         x.data_ptr(), b, c, h, w, ham_fast.channels_last(x), params.data_ptr(), kernel_size, eps_t.data_ptr(),
         *window, heads, scale, out.data_ptr(), flags.data_ptr(), scratch.data_ptr(), threads,
     )  # fmt: skip
