@@ -14,8 +14,10 @@ from plugattn.engine import memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# A 64 MiB tensor allocated, touched and freed four times; the minor page faults of the last two rounds
-# (glibc settles its heap in the first two).
+# A 64 MiB tensor allocated, touched and freed; glibc settles its heap in the first two rounds, then the
+# minor page faults of each of four more rounds, the fewest printed. One round is not enough: the kernel
+# may reclaim idle pages of its own accord (DAMON on these VMs), and a round that follows a reclaim faults
+# its pages in again whatever glibc does; that reclaim never touches every round.
 CHILD = """
 import resource, sys, torch
 from plugattn.engine.memory import keep_freed_memory
@@ -23,10 +25,12 @@ if sys.argv[1] == "keep":
     print(keep_freed_memory(), file=sys.stderr)
 for _ in range(2):
     t = torch.ones(16 << 20); del t
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(2):
+counts = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = torch.ones(16 << 20); del t
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(counts))
 """
 
 
@@ -40,8 +44,8 @@ def faults(mode: str) -> int:
 @pytest.mark.skipif(not GLIBC, reason="the setting is glibc's")
 def test_freed_memory_is_kept_and_not_faulted_in_again():
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")  # 16384 pages of 4 KiB per round
-    assert faults("system") > pages  # glibc maps a 64 MiB block anew each time and unmaps it on free
-    assert faults("keep") < pages // 8  # kept: the last rounds reuse the pages
+    assert faults("system") > pages // 2  # glibc maps a 64 MiB block anew each time and unmaps it on free
+    assert faults("keep") < pages // 16  # kept: a settled round reuses the pages
 
 
 def test_the_state_says_what_was_done():
