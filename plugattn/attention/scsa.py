@@ -18,7 +18,7 @@ from torch import nn
 
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
 from plugattn._dims import check_spatial_dims, conv_nd
-from plugattn.attention import pcsa_fast, scsa_fast
+from plugattn.attention import pcsa_fast, scsa_fast, scsa_gates
 from plugattn.attention._common import GateHolder, check_feature_map, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -241,24 +241,38 @@ class SCSA(nn.Module):
         return scsa_fast.output(x, a_h, a_w, a_c)
 
     def _fuses(self) -> bool:
-        """Whether a native inference call can run as :func:`scsa_fast.evaluate`: sigmoid gates, the
-        submodules SCSA's own classes (the norms affine, with their group counts), no active dropout on
-        the attention, and no hook on any part (each would have to see its call)."""
-        norms, convs = self._norms(), self._group_convs()
-        # The layers the steps would call (or stand in for): listed, not walked, to keep a batch-1 call
-        # cheap.
-        parts = [self.spatial, self.spatial.gate, self.channel, self.channel.gate, *convs, *norms]
-        parts += [self.q, self.k, self.v, self.attn_drop]
+        """Whether a native inference call can run as :func:`scsa_fast.evaluate`: both gates' parts as
+        :meth:`_fuses_smsa` and :meth:`_fuses_pcsa` ask."""
+        return self._fuses_smsa() and self._fuses_pcsa()
+
+    def _fuses_pcsa(self) -> bool:
+        """Whether PCSA's gate of a native call can run as one C pass (:mod:`.scsa_gates`): a sigmoid
+        channel gate, the norm and q, k, v SCSA's own classes (the norm affine with one group), no active
+        dropout on the attention, and no hook on any of them."""
+        parts = [self.channel, self.channel.gate, self.norm, self.q, self.k, self.v, self.attn_drop]
         return (
-            all(type(g) is nn.Sigmoid for g in (self.spatial.gate, self.channel.gate))
-            and all(type(conv) is nn.Conv1d for conv in convs)
-            and all(conv.weight.shape == (self.group_chans, 1, conv.kernel_size[0]) for conv in convs)
-            and all(type(n) is nn.GroupNorm and n.affine for n in norms)
-            and [n.num_groups for n in norms] == [4, 4, 1]
+            type(self.channel.gate) is nn.Sigmoid
+            and type(self.norm) is nn.GroupNorm
+            and self.norm.affine
+            and self.norm.num_groups == 1
             and all(type(conv) is nn.Conv2d for conv in (self.q, self.k, self.v))
             and not (self.training and self.attn_drop.p > 0)
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
-            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+            and not _hooked(parts)
+        )
+
+    def _fuses_smsa(self) -> bool:
+        """Whether SMSA's gates of a native call can run as one C pass (:mod:`.scsa_gates`): a 2-D map,
+        a sigmoid gate, the four convs and both axis norms SCSA's own classes (the norms affine, 4 groups),
+        and no hook on any of them (each would have to see its call)."""
+        convs, norms = self._group_convs(), [self.norm_h, self.norm_w] if self.spatial_dims == 2 else []
+        # The layers the steps would call: listed, not walked, to keep a batch-1 call cheap.
+        return (
+            self.spatial_dims == 2
+            and type(self.spatial.gate) is nn.Sigmoid
+            and all(type(conv) is nn.Conv1d for conv in convs)
+            and all(conv.weight.shape == (self.group_chans, 1, conv.kernel_size[0]) for conv in convs)
+            and all(type(n) is nn.GroupNorm and n.affine and n.num_groups == 4 for n in norms)
+            and not _hooked([self.spatial, self.spatial.gate, *convs, *norms])
         )
 
     def _forward_fused(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
@@ -295,10 +309,13 @@ class SCSA(nn.Module):
         return x
 
     def _smsa_gates(self, seqs: list[torch.Tensor], native: bool = False) -> list[torch.Tensor]:
-        """Steps (2)-(3): each axis's gate ``(B, C, n_axis)`` from its pooled sequence; ``native``: the
-        depthwise convolution as the native path's C kernel instead of ``F.conv1d``."""
+        """Steps (2)-(3): each axis's gate ``(B, C, n_axis)`` from its pooled sequence; ``native``: both
+        gates as one C pass (:func:`scsa_gates.smsa_gates`) where :meth:`_fuses_smsa`, else the depthwise
+        convolution as the native path's C kernel instead of ``F.conv1d``."""
         b, c = seqs[0].shape[:2]
         weight, bias = self._smsa_kernel()
+        if native and self._fuses_smsa():
+            return list(scsa_gates.smsa_gates(*seqs, weight, bias, (self.norm_h, self.norm_w)))
         pad = weight.shape[-1] // 2
         # All directions in one call: [x_h | pad zeros | x_w]; the gap of `pad` zeros is exactly the
         # zero padding each sequence would get alone, so the sequences never see each other.
@@ -330,7 +347,10 @@ class SCSA(nn.Module):
         q, k, v (depthwise 1×1 convs: per-channel scales) as multiplications, which took a third to a
         sixth of the convs' time (forward + backward) on the CPU's small pooled maps, and the attention
         without active dropout over few positions as one C kernel that never stores the logits
-        (:mod:`.pcsa_fast`)."""
+        (:mod:`.pcsa_fast`), or all of it as one C pass (:func:`scsa_gates.pcsa_gate`) where
+        :meth:`_fuses_pcsa`."""
+        if native and self._fuses_pcsa():
+            return scsa_gates.pcsa_gate(y, self.norm, (self.q, self.k, self.v), self.head_num, self.scaler)
         b, c = y.shape[:2]
         y = self.norm(y)
         q, k, v = (_scale(conv, y) if native else conv(y) for conv in (self.q, self.k, self.v))
@@ -353,6 +373,13 @@ class SCSA(nn.Module):
             f"channels={self.channels}, head_num={self.head_num}, window_size={self.window_size}, "
             f"down_sample_mode={self.down_sample_mode!r}, gate_layer={self.gate_layer!r}"
         ) + (f", spatial_dims={self.spatial_dims}" if self.spatial_dims != 2 else "")
+
+
+def _hooked(modules: list[nn.Module]) -> bool:
+    """Whether any of ``modules`` has a forward hook, or a global one is set."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules) or bool(
+        nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+    )
 
 
 def _scale(conv: nn.Module, y: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,13 @@ For a float32 CPU image map, contiguous or channels-last, with average-pooling P
 :class:`~plugattn.attention.scsa.SCSA` runs SMSA's row and column means (Eq. 1), PCSA's window pooling
 of ``x_s = x · a_h ⊗ a_w`` (Eq. 5) and the output ``x_s · a_c`` (Eq. 10) as one C loop each, and never
 stores ``x_s``; the backward is three passes: the output's reductions into the three gates, the
-pooling's into ``a_h`` and ``a_w``, and the whole input gradient in one pass. SMSA's four depthwise
-convs run as one C loop (:func:`depthwise_conv1d`) and PCSA's q, k, v (depthwise 1×1 convs) as
-per-channel multiplies by their weights, so forward hooks on those five convs fire on the pure-torch path
-only; the other small parts (GroupNorms, gates, PCSA's attention across channels) stay the module's own
-torch layers, with autograd and hooks as usual. Under CPU autocast the module takes this path computing
+pooling's into ``a_h`` and ``a_w``, and the whole input gradient in one pass. Between them, SMSA's gates
+(from the means) and PCSA's gate (from the pooled map) run as one C pass each, forward and backward
+(:mod:`~plugattn.attention.scsa_gates`), where their parts are the module's own layers without hooks. With
+a hook on a norm or a gate, those parts run as the module's torch layers, with autograd and hooks as
+usual, SMSA's four depthwise convs as one C loop (:func:`depthwise_conv1d`) and PCSA's q, k, v (depthwise
+1×1 convs) as per-channel multiplies by their weights: forward hooks on those five convs fire on the
+pure-torch path only. Under CPU autocast the module takes this path computing
 in float32, as HAM does: a bf16 map is read and written as it is by the ``_bf16`` kernels
 (``scsa_map.h``; bit for bit the float32 kernels on the map cast up, without the casts' passes), the
 gates, pooled map and sums staying float32; an fp16 map is cast up and the output back.
@@ -76,6 +78,15 @@ _SIGNATURES = {
     "scsa_dwconv_backward": ((_P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _T), None),
     "scsa_eval_scratch": ((_I, _I, _I, _I, _I), _I),
     "scsa_eval_pack": ((_P, _P, _I, _I, _P), None),
+    "scsa_smsa": ((_P, _P, _I, _I, _I, _I, _T, _P, _P, _I, _P, _P, _P, _P, _P, _P, _T), None),
+    "scsa_smsa_backward": (
+        (_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _T, _P, _P, _I, _P, _P, _P, _P, _P, _P, _P, _T),
+        None,
+    ),
+    "scsa_smsa_scratch": ((_I, _I, _I, _I), _I),
+    "scsa_pcsa": ((_P, _I, _I, _I, _T, _P, _F, _I, _F, _P, _P, _P, _T), None),
+    "scsa_pcsa_backward": ((_P, _P, _P, _P, _I, _I, _I, _T, _P, _I, _F, _P, _P, _P, _T), None),
+    "scsa_pcsa_scratch": ((_I, _I), _I),
 }
 
 

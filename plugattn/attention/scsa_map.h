@@ -418,8 +418,8 @@ void NAME(scsa_eval)(const MAP *x, int64_t batch, int64_t c, int64_t h, int64_t 
         }
         flags[b] = !(all_finite(mh, h * c) && all_finite(mw, w * c));
         if (flags[b]) continue;
-        eval_spatial_gate(mh, c, h, par, bias, k, norms, norms + c, eps[0], ah, tmp);
-        eval_spatial_gate(mw, c, w, par, bias, k, norms + 2 * c, norms + 3 * c, eps[1], aw, tmp);
+        spatial_gate(mh, c, h, par, bias, k, norms, norms + c, eps[0], ah, tmp, NULL);
+        spatial_gate(mw, c, w, par, bias, k, norms + 2 * c, norms + 3 * c, eps[1], aw, tmp, NULL);
         if (cl) {
             NAME(window_pool_cl_sample)(xb, ah, aw, c, h, w, kh, kw, y);
         } else {
@@ -430,7 +430,7 @@ void NAME(scsa_eval)(const MAP *x, int64_t batch, int64_t c, int64_t h, int64_t 
                 for (int64_t p = 0; p < n; ++p) y[p * c + j] = qc[j * n + p];
             }
         }
-        eval_channel_gate(y, c, n, norms + 4 * c, eps[2], heads, scale, qc, kk, v, l, ac);
+        channel_gate(y, c, n, norms + 4 * c, eps[2], heads, scale, qc, kk, v, l, ac, NULL);
         if (cl) {
             NAME(output_cl_sample)(xb, ah, aw, ac, c, h, w, ob);
         } else {

@@ -65,15 +65,24 @@ def test_the_kernel_is_the_softmax_attention(rows, d, n, spread):
         torch.testing.assert_close(ours_g.double(), ref_g, rtol=tol, atol=bound, msg=name)
 
 
+def _watched(m: plugattn.SCSA) -> plugattn.SCSA:
+    """``m`` with a hook on its channel gate, which has to see its call: the gate's parts then run one by
+    one (not fused as scsa_gates.pcsa_gate), the attention as this kernel."""
+    m.channel.gate.register_forward_hook(lambda *args: None)
+    return m
+
+
 def test_scsa_takes_the_kernel_where_its_attention_has_no_active_dropout(monkeypatch):
     calls = []
     real = pcsa_fast.channel_attention
     monkeypatch.setattr(pcsa_fast, "channel_attention", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(2, 16, 14, 14)
     assert scsa_fast.usable(x)
-    randomize(plugattn.SCSA(16)).train()(x)
+    randomize(plugattn.SCSA(16)).train()(x)  # the whole gate as one C pass (scsa_gates)
+    assert calls == []
+    _watched(randomize(plugattn.SCSA(16))).train()(x)
     assert calls == [1]
-    m = randomize(plugattn.SCSA(16, attn_drop_ratio=0.1))
+    m = _watched(randomize(plugattn.SCSA(16, attn_drop_ratio=0.1)))
     m.eval()(x)  # dropout is the identity in eval
     assert calls == [1, 1]
     torch.manual_seed(0)
@@ -83,14 +92,14 @@ def test_scsa_takes_the_kernel_where_its_attention_has_no_active_dropout(monkeyp
     # rows of fewer than 256 channels
     assert pcsa_fast.pays(4, 16) and pcsa_fast.pays(8, 16) and not pcsa_fast.pays(16, 64)
     assert pcsa_fast.pays(16, 256) and not pcsa_fast.pays(17, 1024)
-    randomize(plugattn.SCSA(16)).train()(torch.randn(2, 16, 28, 28))
+    _watched(randomize(plugattn.SCSA(16))).train()(torch.randn(2, 16, 28, 28))
     assert calls == [1, 1]
 
 
 def test_scsa_with_the_kernel_equals_scsa_without_it(monkeypatch):
     """The whole module, forward and backward, with the kernel and with torch's attention in its place."""
     torch.manual_seed(0)
-    m = randomize(plugattn.SCSA(32, head_num=2)).train()
+    m = _watched(randomize(plugattn.SCSA(32, head_num=2))).train()
     x = torch.randn(3, 32, 14, 14).contiguous(memory_format=torch.channels_last)
     probe = torch.randn(x.shape)
     results = []
