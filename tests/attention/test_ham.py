@@ -214,6 +214,20 @@ def test_separation_is_per_sample():
     torch.testing.assert_close(y[0:1], m(x))
 
 
+@pytest.mark.parametrize("channels", [16, 64, 256, 2048])
+def test_ties_in_a_c_fall_where_a_sorted_topk_puts_them(channels):
+    """The groups come from an unsorted top-k (faster); with a_c taking only a few values, so that the
+    important group's border falls inside a tie, they are the ones a sorted ``torch.topk`` gives."""
+    m = plugattn.HAM(channels)
+    torch.manual_seed(0)
+    for levels in (2, 3, 7):
+        a_c = torch.randint(0, levels, (32, channels)).float() / levels
+        w1, w2 = m._separate(a_c)
+        top = a_c.topk(m.important_channels, dim=1).indices
+        mask = torch.zeros_like(a_c).scatter_(1, top, 1.0)
+        assert torch.equal(w1, a_c * mask) and torch.equal(w2, a_c - a_c * mask)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
