@@ -259,8 +259,6 @@ void NAME(ham_pool_cl)(const MAP *x, int64_t batch, int64_t n, int64_t c, float 
     }
 }
 
-/* Descriptors: per position the sums and the first arg-max over the C channels of one row, for VL
- * positions at a time (strided loads across rows, the VL lanes kept in registers). */
 /* t[ch][j] ← row j's channel ch of a VL × VL tile whose rows (positions) lie c values apart: at this fixed
  * size GCC writes the transposition with shuffles (vpermt2ps on AVX-512, unpck/perm2f128 on AVX2), where the
  * same values loaded column by column cost a scalar load and an insert each. ham_descriptors_cl reads its
@@ -282,6 +280,9 @@ static inline void NAME(tile_columns)(const MAP *src, int64_t c, float t[VL][VL]
         m2[j] = t2 > o2 ? t2 : o2; k2[j] = ((k) & g2) | (k2[j] & ~g2);                                     \
     }
 
+/* Descriptors: per position the sums and the first arg-max over the C channels of one row, for VL
+ * positions at a time, the VL lanes kept in registers: whole tiles of VL channels transposed
+ * (NAME(tile_columns)), the rest loaded across the rows. */
 void NAME(ham_descriptors_cl)(const MAP *x, const float *w1, const float *w2, int64_t batch, int64_t c, int64_t n,
                         float n1, float n2, float *d1, float *d2, int32_t *i1, int32_t *i2, int threads) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
