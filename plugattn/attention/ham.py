@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from plugattn._checks import check_float, check_int
 from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
-from plugattn.attention import ham_fast, ham_passes, ham_spatial
+from plugattn.attention import ham_channel, ham_fast, ham_passes, ham_spatial
 from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, spatial_axes
 from plugattn.attention.registry import register_attention
 
@@ -80,8 +80,12 @@ class HAMChannel(nn.Module):
 
     def mix(self, f_avg: torch.Tensor, f_max: torch.Tensor, native: bool = False) -> torch.Tensor:
         """Steps (2)-(3) from the pooled ``f_avg``, ``f_max`` ``(B, C)``: the channel map ``a_c``;
-        ``native`` (HAM's native path): the 1-D conv as :func:`_shifted_sum` instead of ``self.conv``'s
-        call (its weight, not its hooks)."""
+        ``native`` (HAM's native path): all of it as one C call (:func:`ham_channel.channel_map`) where
+        :meth:`_fuses`, else the 1-D conv as :func:`_shifted_sum` instead of ``self.conv``'s call (its
+        weight, not its hooks)."""
+        if native and self._fuses():
+            alpha, beta = (self.alpha, self.beta) if self.adaptive else (None, None)
+            return ham_channel.channel_map(f_avg, f_max, self.conv.weight, alpha, beta)
         f_add = 0.5 * (f_avg + f_max)
         if self.adaptive:
             f_add = f_add + self.alpha * f_avg + self.beta * f_max  # Eq. (2)
@@ -89,6 +93,15 @@ class HAMChannel(nn.Module):
             return self.gate(_shifted_sum(f_add, self.conv.weight))
         a_c = self.conv(f_add.unsqueeze(1))  # (B, 1, C)
         return self.gate(a_c.squeeze(1))  # (B, C)
+
+    def _fuses(self) -> bool:
+        """Whether the native mix can run as one C call: the gate exactly ``nn.Sigmoid`` without hooks (it
+        has to see its call: ``capture_attention_maps`` hooks it) and no global hook."""
+        return (
+            type(self.gate) is nn.Sigmoid
+            and not (self.gate._forward_hooks or self.gate._forward_pre_hooks)
+            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        )
 
 
 def _shifted_sum(f: Tensor, weight: Tensor) -> Tensor:

@@ -95,6 +95,8 @@ _SIGNATURES = {
     "ham_eval_scratch": ((_I, _I, _I, _I), _I),
     "ham_gates": ((_P, _I, _I, _P, _F, _C, _P, _P, _C), None),
     "ham_gates_backward": ((_P, _P, _P, _I, _I, _P, _C, _P, _P, _P, _C), None),
+    "ham_channel": ((_P, _P, _I, _I, _P, _I, _F, _F, _C, _P), None),
+    "ham_channel_backward": ((_P, _P, _P, _P, _I, _I, _P, _I, _F, _F, _C, _P, _P, _P, _P), None),
 }
 _ENABLED = [True]
 

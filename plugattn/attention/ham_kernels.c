@@ -317,23 +317,106 @@ static float kth_largest(float *v, int64_t n, int64_t k) {
     return v[target];
 }
 
-/* Steps (1)-(6) for one sample from its pooled avg, mx (C): w1, w2; 0 if the border is a near-tie. */
-static int eval_channel(float *avg, float *mx, int64_t c, const float *cw, int64_t ck, float alpha, float beta,
-                        int adaptive, int64_t n1, float *w1, float *w2) {
-    float *f = w2, *sorted = mx; /* f reuses w2; the sort reuses mx once f is built */
+/* Steps (2)-(3) for one sample: f (C) ← f_add = ½(avg + mx) (+ α·avg + β·mx), as the module sums it. */
+static void channel_mix(const float *avg, const float *mx, int64_t c, float alpha, float beta, int adaptive, float *f) {
     for (int64_t ch = 0; ch < c; ++ch) {
         f[ch] = 0.5f * (avg[ch] + mx[ch]);
         if (adaptive) f[ch] = f[ch] + alpha * avg[ch] + beta * mx[ch];
     }
+}
+
+/* a (C) ← σ(conv1d(f)): the channel conv of ck taps, zero padding ck/2, no bias, the taps summed in order,
+ * every loop over the channels; σ with exp_bounded (e = exp(−min(|z|, 87)): 1/(1 + e) for z ≥ 0, e/(1 + e)
+ * below), a NaN passed on as torch's sigmoid passes it. */
+static void channel_gate(const float *f, int64_t c, const float *cw, int64_t ck, float *a) {
     const int64_t r = ck / 2;
-    for (int64_t ch = 0; ch < c; ++ch) {
-        float s = 0.f;
-        for (int64_t j = 0; j < ck; ++j) {
-            const int64_t at = ch + j - r;
-            s = j == 0 ? (at >= 0 && at < c ? f[at] : 0.f) * cw[0] : s + (at >= 0 && at < c ? f[at] : 0.f) * cw[j];
-        }
-        avg[ch] = 1.f / (1.f + expf(-s)); /* a_c */
+    float fp[c + 2 * r], z[c], e[c];
+    memset(fp, 0, sizeof fp);
+    memcpy(fp + r, f, (size_t)c * sizeof(float));
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) z[ch] = fp[ch] * cw[0];
+    for (int64_t j = 1; j < ck; ++j) {
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) z[ch] += fp[ch + j] * cw[j];
     }
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) {
+        const float t = z[ch] < 0.f ? z[ch] : -z[ch];
+        e[ch] = t < -87.f ? -87.f : t;
+    }
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) e[ch] = exp_bounded(e[ch]);
+#pragma omp simd
+    for (int64_t ch = 0; ch < c; ++ch) {
+        const float v = (z[ch] >= 0.f ? 1.f : e[ch]) / (1.f + e[ch]);
+        a[ch] = z[ch] == z[ch] ? v : z[ch];
+    }
+}
+
+/* The channel map a_c (B, C) on the training path (ham_channel.py), from the pooled avg, mx (B, C). */
+void ham_channel(const float *avg, const float *mx, int64_t batch, int64_t c, const float *cw, int64_t ck, float alpha,
+                 float beta, int adaptive, float *a) {
+    float f[c];
+    for (int64_t b = 0; b < batch; ++b) {
+        channel_mix(avg + b * c, mx + b * c, c, alpha, beta, adaptive, f);
+        channel_gate(f, c, cw, ck, a + b * c);
+    }
+}
+
+/* Its backward from g = ∂L/∂a_c, with f recomputed and z the conv's output:
+ *   ∂z = g·a·(1 − a),  ∂f[ch] = Σ_j cw[j]·∂z[ch − j + r],  ∂cw[j] = Σ_b,ch ∂z[ch]·f[ch + j − r],
+ *   ∂avg = (½ + α)·∂f,  ∂mx = (½ + β)·∂f,  ∂α = Σ ∂f·avg,  ∂β = Σ ∂f·mx  (α = β = 0 and no ∂α, ∂β without
+ * the adaptive mix); the parameters' sums in double. gab: ∂α, ∂β. */
+void ham_channel_backward(const float *g, const float *avg, const float *mx, const float *a, int64_t batch, int64_t c,
+                          const float *cw, int64_t ck, float alpha, float beta, int adaptive, float *gavg, float *gmx,
+                          float *gcw, float *gab) {
+    const int64_t r = ck / 2;
+    float f[c], fp[c + 2 * r], gzp[c + 2 * r], gf[c];
+    double acc[ck], ga = 0.0, gb = 0.0;
+    memset(acc, 0, sizeof acc);
+    memset(fp, 0, sizeof fp);
+    memset(gzp, 0, sizeof gzp);
+    float *restrict gz = gzp + r; /* ∂z, zero-padded by r on both sides */
+    const float ka = adaptive ? 0.5f + alpha : 0.5f, kb = adaptive ? 0.5f + beta : 0.5f;
+    for (int64_t b = 0; b < batch; ++b) {
+        const float *av = avg + b * c, *mv = mx + b * c, *ab = a + b * c, *gb_ = g + b * c;
+        channel_mix(av, mv, c, alpha, beta, adaptive, f);
+        memcpy(fp + r, f, (size_t)c * sizeof(float));
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) gz[ch] = gb_[ch] * ab[ch] * (1.f - ab[ch]);
+        for (int64_t j = 0; j < ck; ++j) { /* f[ch + j − r] is fp[ch + j] */
+            float part = 0.f;
+#pragma omp simd reduction(+ : part)
+            for (int64_t ch = 0; ch < c; ++ch) part += gz[ch] * fp[ch + j];
+            acc[j] += part;
+        }
+        memset(gf, 0, sizeof gf);
+        for (int64_t j = 0; j < ck; ++j) { /* ∂z[ch − j + r] is gzp[ch − j + 2r] */
+#pragma omp simd
+            for (int64_t ch = 0; ch < c; ++ch) gf[ch] += cw[j] * gzp[ch - j + 2 * r];
+        }
+        float pa = 0.f, pb = 0.f;
+#pragma omp simd reduction(+ : pa, pb)
+        for (int64_t ch = 0; ch < c; ++ch) {
+            gavg[b * c + ch] = ka * gf[ch];
+            gmx[b * c + ch] = kb * gf[ch];
+            pa += gf[ch] * av[ch];
+            pb += gf[ch] * mv[ch];
+        }
+        ga += pa;
+        gb += pb;
+    }
+    for (int64_t j = 0; j < ck; ++j) gcw[j] = (float)acc[j];
+    gab[0] = adaptive ? (float)ga : 0.f;
+    gab[1] = adaptive ? (float)gb : 0.f;
+}
+
+/* Steps (1)-(6) for one sample from its pooled avg, mx (C): w1, w2; 0 if the border is a near-tie. */
+static int eval_channel(float *avg, float *mx, int64_t c, const float *cw, int64_t ck, float alpha, float beta,
+                        int adaptive, int64_t n1, float *w1, float *w2) {
+    float *f = w2, *sorted = mx; /* f reuses w2; the sort reuses mx once f is built */
+    channel_mix(avg, mx, c, alpha, beta, adaptive, f);
+    channel_gate(f, c, cw, ck, avg); /* a_c */
     memcpy(sorted, avg, (size_t)c * sizeof(float));
     const float border = kth_largest(sorted, c, n1);
     float next = -INFINITY;
