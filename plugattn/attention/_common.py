@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -183,3 +183,11 @@ class ConvNormGate(nn.Module):
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
         return self.gate(self.bn(self.conv(d)))
+
+
+def hooked(modules: Iterable[nn.Module]) -> bool:
+    """Whether any of ``modules`` has a forward (pre-)hook, or a global one is set: a fused native step
+    that stands in for these layers would keep the hook from seeing its call."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules) or bool(
+        nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+    )

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from plugattn._checks import check_float, check_int
 from plugattn._dims import batch_norm_nd, check_spatial_dims, conv_nd
 from plugattn.attention import ham_channel, ham_fast, ham_passes, ham_spatial
-from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, spatial_axes
+from plugattn.attention._common import check_feature_map, eca_kernel_size, eca_rule, hooked, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["HAM", "HAMChannel", "HAMSpatial", "ham_important_channels"]
@@ -97,11 +97,7 @@ class HAMChannel(nn.Module):
     def _fuses(self) -> bool:
         """Whether the native mix can run as one C call: the gate exactly ``nn.Sigmoid`` without hooks (it
         has to see its call: ``capture_attention_maps`` hooks it) and no global hook."""
-        return (
-            type(self.gate) is nn.Sigmoid
-            and not (self.gate._forward_hooks or self.gate._forward_pre_hooks)
-            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
-        )
+        return type(self.gate) is nn.Sigmoid and not hooked([self.gate])
 
 
 def _shifted_sum(f: Tensor, weight: Tensor) -> Tensor:
@@ -190,8 +186,7 @@ class HAMSpatial(nn.Module):
             and batch_stats[0] == batch_stats[1]
             and norms[0].eps == norms[1].eps
             and (not batch_stats[0] or s[0].numel() > 1)
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in (*norms, self.gate))
-            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+            and not hooked([*norms, self.gate])
         )
 
     def _gates(self, s_im: torch.Tensor, s_sub: torch.Tensor) -> torch.Tensor:
@@ -366,8 +361,7 @@ class HAM(nn.Module):
             and spatial.conv.weight.shape[-1] == spatial.conv.weight.shape[-2]
             and all(type(n) is nn.BatchNorm2d and not n.training and n.running_var is not None for n in norms)
             and all(type(g) is nn.Sigmoid for g in (channel.gate, spatial.gate))
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
-            and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+            and not hooked(parts)
         )
 
     def _forward_fused(self, x: Tensor) -> Tensor:

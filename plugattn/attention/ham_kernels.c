@@ -326,31 +326,19 @@ static void channel_mix(const float *avg, const float *mx, int64_t c, float alph
 }
 
 /* a (C) ← σ(conv1d(f)): the channel conv of ck taps, zero padding ck/2, no bias, the taps summed in order,
- * every loop over the channels; σ with exp_bounded (e = exp(−min(|z|, 87)): 1/(1 + e) for z ≥ 0, e/(1 + e)
- * below), a NaN passed on as torch's sigmoid passes it. */
+ * every loop over the channels; σ as sigmoid_bounded (vexp.h). */
 static void channel_gate(const float *f, int64_t c, const float *cw, int64_t ck, float *a) {
     const int64_t r = ck / 2;
-    float fp[c + 2 * r], z[c], e[c];
+    float fp[c + 2 * r], e[c];
     memset(fp, 0, sizeof fp);
     memcpy(fp + r, f, (size_t)c * sizeof(float));
 #pragma omp simd
-    for (int64_t ch = 0; ch < c; ++ch) z[ch] = fp[ch] * cw[0];
+    for (int64_t ch = 0; ch < c; ++ch) a[ch] = fp[ch] * cw[0];
     for (int64_t j = 1; j < ck; ++j) {
 #pragma omp simd
-        for (int64_t ch = 0; ch < c; ++ch) z[ch] += fp[ch + j] * cw[j];
+        for (int64_t ch = 0; ch < c; ++ch) a[ch] += fp[ch + j] * cw[j];
     }
-#pragma omp simd
-    for (int64_t ch = 0; ch < c; ++ch) {
-        const float t = z[ch] < 0.f ? z[ch] : -z[ch];
-        e[ch] = t < -87.f ? -87.f : t;
-    }
-#pragma omp simd
-    for (int64_t ch = 0; ch < c; ++ch) e[ch] = exp_bounded(e[ch]);
-#pragma omp simd
-    for (int64_t ch = 0; ch < c; ++ch) {
-        const float v = (z[ch] >= 0.f ? 1.f : e[ch]) / (1.f + e[ch]);
-        a[ch] = z[ch] == z[ch] ? v : z[ch];
-    }
+    sigmoid_bounded(a, e, c);
 }
 
 /* The channel map a_c (B, C) on the training path (ham_channel.py), from the pooled avg, mx (B, C). */

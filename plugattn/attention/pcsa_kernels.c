@@ -55,24 +55,7 @@ void pcsa_attention_backward(const float *g, const float *q, const float *kt, co
             logits(q_i, ktr, d, d, n, s, l);
             const float gi = g[r * d + i], oi = o[r * d + i], li = lse[r * d + i];
             exp_shifted(l, d, li);  // P_ij
-#pragma omp simd
-            for (int64_t j = 0; j < d; ++j) {
-                const float p = gi * l[j];  // g_i · P_ij
-                gvr[j] += p;
-                l[j] = s * p * (vr[j] - oi);  // s · t_ij, in place
-            }
-            for (int64_t m = 0; m < n; ++m) {
-                const float *restrict row = ktr + m * d;
-                float *restrict grow = gktr + m * d;
-                const float qm = q_i[m];
-                float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t j = 0; j < d; ++j) {
-                    acc += l[j] * row[j];
-                    grow[j] += l[j] * qm;
-                }
-                gq[(r * d + i) * n + m] = acc;
-            }
+            attention_row_backward(l, q_i, ktr, gktr, d, vr, gvr, d, n, s, gi, oi, gq + (r * d + i) * n, 1);
         }
     }
 }

@@ -57,4 +57,31 @@ static inline float attention_row(const float *q_i, const float *kt, int64_t ld,
     return acc / sum;
 }
 
+/* Row i's backward once l holds its P_ij (exp_shifted): with u = ∂L/∂o_i,
+ *   ∂v_j += u·P_ij,  t_ij = s·u·P_ij·(v_j − o_i) (left in l),  ∂q_im = Σ_j t_ij kt_mj (gq[m · gq_step]),
+ *   ∂kt_mj += t_ij·q_im,
+ * over the D tokens j; kt and gkt rows ld floats apart. */
+static inline void attention_row_backward(float *restrict l, const float *q_i, const float *kt, float *gkt, int64_t ld,
+                                          const float *restrict v, float *restrict gv, int64_t d, int64_t n, float s,
+                                          float u, float o_i, float *gq, int64_t gq_step) {
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) {
+        const float p = u * l[j];
+        gv[j] += p;
+        l[j] = s * p * (v[j] - o_i);
+    }
+    for (int64_t m = 0; m < n; ++m) {
+        const float *restrict row = kt + m * ld;
+        float *restrict grow = gkt + m * ld;
+        const float qm = q_i[m];
+        float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < d; ++j) {
+            acc += l[j] * row[j];
+            grow[j] += l[j] * qm;
+        }
+        gq[m * gq_step] = acc;
+    }
+}
+
 #endif

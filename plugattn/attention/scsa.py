@@ -19,7 +19,7 @@ from torch import nn
 from plugattn._checks import check_choice, check_divisible, check_float, check_int
 from plugattn._dims import check_spatial_dims, conv_nd
 from plugattn.attention import pcsa_fast, scsa_fast, scsa_gates
-from plugattn.attention._common import GateHolder, check_feature_map, spatial_axes
+from plugattn.attention._common import GateHolder, check_feature_map, hooked, spatial_axes
 from plugattn.attention.registry import register_attention
 
 __all__ = ["SCSA"]
@@ -257,22 +257,23 @@ class SCSA(nn.Module):
             and self.norm.num_groups == 1
             and all(type(conv) is nn.Conv2d for conv in (self.q, self.k, self.v))
             and not (self.training and self.attn_drop.p > 0)
-            and not _hooked(parts)
+            and not hooked(parts)
         )
 
     def _fuses_smsa(self) -> bool:
         """Whether SMSA's gates of a native call can run as one C pass (:mod:`.scsa_gates`): a 2-D map,
         a sigmoid gate, the four convs and both axis norms SCSA's own classes (the norms affine, 4 groups),
         and no hook on any of them (each would have to see its call)."""
-        convs, norms = self._group_convs(), [self.norm_h, self.norm_w] if self.spatial_dims == 2 else []
+        if self.spatial_dims != 2:
+            return False
+        convs, norms = self._group_convs(), [self.norm_h, self.norm_w]
         # The layers the steps would call: listed, not walked, to keep a batch-1 call cheap.
         return (
-            self.spatial_dims == 2
-            and type(self.spatial.gate) is nn.Sigmoid
+            type(self.spatial.gate) is nn.Sigmoid
             and all(type(conv) is nn.Conv1d for conv in convs)
             and all(conv.weight.shape == (self.group_chans, 1, conv.kernel_size[0]) for conv in convs)
             and all(type(n) is nn.GroupNorm and n.affine and n.num_groups == 4 for n in norms)
-            and not _hooked([self.spatial, self.spatial.gate, *convs, *norms])
+            and not hooked([self.spatial, self.spatial.gate, *convs, *norms])
         )
 
     def _forward_fused(self, x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
@@ -373,13 +374,6 @@ class SCSA(nn.Module):
             f"channels={self.channels}, head_num={self.head_num}, window_size={self.window_size}, "
             f"down_sample_mode={self.down_sample_mode!r}, gate_layer={self.gate_layer!r}"
         ) + (f", spatial_dims={self.spatial_dims}" if self.spatial_dims != 2 else "")
-
-
-def _hooked(modules: list[nn.Module]) -> bool:
-    """Whether any of ``modules`` has a forward hook, or a global one is set."""
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules) or bool(
-        nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
-    )
 
 
 def _scale(conv: nn.Module, y: torch.Tensor) -> torch.Tensor:

@@ -158,19 +158,6 @@ void scsa_eval_pack(const float *const *src, const int64_t *ks, int64_t c, int64
         if (src[8 + v]) memcpy(par + (k + 1 + v) * c, src[8 + v], (size_t)c * sizeof(float));
 }
 
-/* z ← σ(z) for n values, tmp n floats: e = exp(−min(|z|, 87)), σ = 1/(1 + e) for z ≥ 0, e/(1 + e) below. */
-static void sigmoid_inplace(float *restrict z, float *restrict tmp, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-        const float t = z[i] < 0.f ? z[i] : -z[i];
-        tmp[i] = t < -87.f ? -87.f : t;
-    }
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) tmp[i] = exp_bounded(tmp[i]);
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) z[i] = (z[i] >= 0.f ? 1.f : tmp[i]) / (1.f + tmp[i]);
-}
-
 /* Mean and 1/sqrt(biased variance + eps) of the values v[q·ld + j], 0 ≤ q < rows, 0 ≤ j < len: two passes,
  * float32 sums (as torch's CPU GroupNorm accumulates). */
 static void moments(const float *v, int64_t rows, int64_t ld, int64_t len, float eps, float *mean, float *rstd) {
@@ -200,14 +187,13 @@ static void group_totals(const float *v, int64_t c, float *tot) {
     }
 }
 
-/* (2)-(3) for one direction: a (n, C) from the means m (n, C); wt (k, C); tmp n·C floats; stats: NULL, or
- * 8 floats for each group's mean and 1/std (mean, rstd, mean, rstd, ...), which the training path keeps. */
-static void spatial_gate(const float *m, int64_t c, int64_t n, const float *wt, const float *restrict bias,
-                         int64_t k, const float *restrict gw, const float *restrict gb, float eps, float *a,
-                         float *tmp, float *stats) {
-    const int64_t p = (k - 1) / 2, g = c / 4;
+/* o (n, C) ← bias + the depthwise conv of the means m (n, C) with wt (k, C), zero padding (k − 1) / 2:
+ * step (2) for one direction, every inner loop over the channels. */
+static void dwconv_rows(const float *m, int64_t c, int64_t n, const float *wt, const float *restrict bias, int64_t k,
+                        float *o_rows) {
+    const int64_t p = (k - 1) / 2;
     for (int64_t q = 0; q < n; ++q) {
-        float *restrict o = a + q * c;
+        float *restrict o = o_rows + q * c;
         memcpy(o, bias, (size_t)c * sizeof(float));
         for (int64_t t = 0; t < k; ++t) {
             const int64_t src = q + t - p;
@@ -217,6 +203,15 @@ static void spatial_gate(const float *m, int64_t c, int64_t n, const float *wt, 
             for (int64_t j = 0; j < c; ++j) o[j] += kern[j] * row[j];
         }
     }
+}
+
+/* (2)-(3) for one direction: a (n, C) from the means m (n, C); wt (k, C); tmp n·C floats; stats: NULL, or
+ * 8 floats for each group's mean and 1/std (mean, rstd, mean, rstd, ...), which the training path keeps. */
+static void spatial_gate(const float *m, int64_t c, int64_t n, const float *wt, const float *restrict bias,
+                         int64_t k, const float *restrict gw, const float *restrict gb, float eps, float *a,
+                         float *tmp, float *stats) {
+    const int64_t g = c / 4;
+    dwconv_rows(m, c, n, wt, bias, k, a);
     /* The groups' moments in two passes, each summing per channel over the positions (loops over the C
      * channels: a group's C/4 channels are as few as 4) and then over each group's channels. */
     float mean[c], scale[c], acc[c];
@@ -249,7 +244,7 @@ static void spatial_gate(const float *m, int64_t c, int64_t n, const float *wt, 
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j) o[j] = (o[j] - mean[j]) * scale[j] + gb[j];
     }
-    sigmoid_inplace(a, tmp, n * c);
+    sigmoid_bounded(a, tmp, n * c);
 }
 
 /* (6)-(9) for one sample: ac (C) from the pooled y (N, C), overwritten by q; qc (C, N) q transposed, k (N, C),
@@ -289,7 +284,7 @@ static void channel_gate(float *y, int64_t c, int64_t n, const float *par, float
         keep[0] = mu;
         keep[1] = rstd;
     }
-    sigmoid_inplace(ac, l, c);
+    sigmoid_bounded(ac, l, c);
 }
 
 /* 0 if any of the n values is not finite (0 · v is 0 for finite v, NaN for ±inf and NaN). */
@@ -363,17 +358,7 @@ static void smsa_direction_backward(const float *m, const float *a, const float 
                                     const float *st, float *part, float *pn, float *restrict s,
                                     float *restrict gy, float *restrict gm) {
     const int64_t p = (k - 1) / 2, g = c / 4;
-    for (int64_t q = 0; q < n; ++q) {
-        float *restrict o = s + q * c;
-        memcpy(o, bias, (size_t)c * sizeof(float));
-        for (int64_t t = 0; t < k; ++t) {
-            const int64_t src = q + t - p;
-            if (src < 0 || src >= n) continue;
-            const float *restrict kern = wt + t * c, *restrict row = m + src * c;
-#pragma omp simd
-            for (int64_t j = 0; j < c; ++j) o[j] += kern[j] * row[j];
-        }
-    }
+    dwconv_rows(m, c, n, wt, bias, k, s);
     float mu[c], r[c], s1[c], s2[c];
     for (int64_t j = 0; j < c; ++j) {
         mu[j] = st[2 * (j / g)];
@@ -527,24 +512,7 @@ static void pcsa_sample_backward(const float *y, const float *gac, const float *
         const float a = ac[i], go = gac[i] * a * (1.f - a), oi = o[i];
         logits(q_i, k + h0, d, c, n, s, l);
         exp_shifted(l, d, lse[i]);
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) {
-            const float pj = go * l[j];
-            gvh[j] += pj;
-            l[j] = s * pj * (vh[j] - oi);
-        }
-        for (int64_t m = 0; m < n; ++m) {
-            const float *restrict row = k + m * c + h0;
-            float *restrict grow = gk + m * c + h0;
-            const float qm = q_i[m];
-            float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j < d; ++j) {
-                acc += l[j] * row[j];
-                grow[j] += l[j] * qm;
-            }
-            gq[m * c + i] = acc;
-        }
+        attention_row_backward(l, q_i, k + h0, gk + h0, c, vh, gvh, d, n, s, go, oi, gq + i, c);
     }
     float *restrict pgw = part, *restrict pgb = part + c, *restrict pwq = pgb + c, *restrict pbq = pwq + c;
     float *restrict pwk = pbq + c, *restrict pbk = pwk + c, *restrict pwv = pbk + c, *restrict pbv = pwv + c;

@@ -27,4 +27,21 @@ static inline float exp_bounded(float x) {
     return p * two_n;
 }
 
+/* z ← σ(z) for n values, tmp n floats: e = exp(−min(|z|, 87)) by exp_bounded, σ = 1/(1 + e) for z ≥ 0 and
+ * e/(1 + e) below (σ is 1 or 0 in float32 beyond 87); a NaN stays NaN, as torch's sigmoid keeps it. */
+static inline void sigmoid_bounded(float *restrict z, float *restrict tmp, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+        const float t = z[i] < 0.f ? z[i] : -z[i];
+        tmp[i] = t < -87.f ? -87.f : t;
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) tmp[i] = exp_bounded(tmp[i]);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = (z[i] >= 0.f ? 1.f : tmp[i]) / (1.f + tmp[i]);
+        z[i] = z[i] == z[i] ? v : z[i];
+    }
+}
+
 #endif

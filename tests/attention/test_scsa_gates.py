@@ -143,3 +143,18 @@ def test_a_hook_on_a_part_sees_its_call_and_the_result_is_the_same(part):
             assert calls, f"the hook on {part} did not fire"
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_value_that_is_not_finite_reaches_the_gates_as_torch_sends_it():
+    """A NaN in a mean spreads through its group's norm to NaN gates, as torch's layers give them."""
+    torch.manual_seed(0)
+    x_h, x_w = torch.randn(2, 8, 5), torch.randn(2, 8, 6)
+    x_h[0, 1, 2] = float("nan")
+    weight, bias = torch.randn(8, 1, 3), torch.randn(8)
+    norms = [torch.nn.GroupNorm(4, 8) for _ in range(2)]
+    a_h, a_w = scsa_gates.smsa_gates(x_h, x_w, weight, bias, norms)
+    r_h = _smsa_formulation(x_h.double(), weight.double(), bias.double(), None, None, 1e-5)
+    r_w = _smsa_formulation(x_w.double(), weight.double(), bias.double(), None, None, 1e-5)
+    assert r_h.isnan().any() and torch.equal(a_h.isnan(), r_h.isnan())
+    torch.testing.assert_close(a_h.double().nan_to_num(), r_h.nan_to_num(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(a_w.double(), r_w, rtol=0, atol=1e-6)
