@@ -12,6 +12,7 @@ from plugattn.data import create_dataset, create_loader, dataset_entry
 from plugattn.engine.checkpoint import load_checkpoint
 from plugattn.engine.config import TrainConfig
 from plugattn.engine.distributed import resolve_device
+from plugattn.engine.numerics import native_bf16
 from plugattn.engine.train import evaluate
 from plugattn.report import write_evaluation
 from plugattn.runs.build import build_model, check_same_classes, input_kwargs
@@ -40,6 +41,17 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     return model
 
 
+def _run_numerics(meta: dict[str, Any], device: torch.device) -> tuple[str, bool]:
+    """The numerics the run evaluated in (its checkpoint's ``meta["numerics"]``), so that the logged
+    accuracy is reproduced: bf16 autocast only where ``device`` runs bf16 natively (emulated it is 10-20×
+    slower), float32 otherwise and for checkpoints that do not record them."""
+    saved = meta.get("numerics") or {}
+    amp = saved.get("amp", "none")
+    if amp == "bf16" and not native_bf16(device):
+        amp = "none"
+    return amp, bool(saved.get("channels_last", False))
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -50,7 +62,8 @@ def evaluate_checkpoint(
     batch_size: int = 500,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Top-1/top-5, per-class accuracy and the confusion matrix of a checkpoint on a dataset split.
+    """Top-1/top-5, per-class accuracy and the confusion matrix of a checkpoint on a dataset split, in the
+    numerics the run evaluated in (bf16 autocast where the run used it and this device runs it natively).
 
     Writes ``confusion.csv``, ``per_class.csv``, ``eval.json`` and (with matplotlib) ``confusion.png``
     to ``out`` (default: the checkpoint's directory).
@@ -77,7 +90,11 @@ def evaluate_checkpoint(
     check_same_classes(list(meta["classes"]), dataset, f"{data}/{split}")
     model = model_from_checkpoint(ckpt).to(dev)
     loader = create_loader(dataset, batch_size=batch_size, train=False, seed=cfg.seed, augment=cfg.augment)
-    ev = evaluate(model, loader, num_classes=meta["num_classes"], device=dev, amp="none", flip=cfg.test_flip)
+    amp, channels_last = _run_numerics(meta, dev)
+    ev = evaluate(
+        model, loader, num_classes=meta["num_classes"], device=dev, amp=amp, channels_last=channels_last,
+        flip=cfg.test_flip,
+    )  # fmt: skip
     confusion = ev.pop("confusion")
     per_class = (100.0 * confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
     classes = list(dataset.classes)
